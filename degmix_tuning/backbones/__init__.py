@@ -1,0 +1,79 @@
+"""The backbone slot: a registry of named backbones, with every timm model usable by its timm name.
+
+A new backbone is one file with a factory decorated by `@register_backbone("name")` that returns a
+`FeatureBackbone`. Names not in the registry are looked up in timm, so `convnext_tiny`, `resnet50` or
+`vit_small_patch16_224` work with no new code.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import timm
+
+from ..registry import Registry
+from .base import FeatureBackbone, FeatureInfo, freeze_module, is_frozen, state_fingerprint
+from .timm_backbone import LayerNorm2d, TimmBackbone, load_weights_file
+
+BACKBONES: Registry[Callable[..., FeatureBackbone]] = Registry("backbone")
+
+
+def register_backbone(name: str):
+    """Decorator: `@register_backbone("my_net")` on a factory `(**kwargs) -> FeatureBackbone`."""
+    return BACKBONES.register(name)
+
+
+def list_backbones() -> list[str]:
+    return BACKBONES.names()
+
+
+def create_backbone(name: str, **kwargs) -> FeatureBackbone:
+    """Build a registered backbone, or any timm model by name (`pretrained`, `checkpoint_path`, `img_size`, ...)."""
+    if name in BACKBONES:
+        backbone = BACKBONES.get(name)(**kwargs)
+    elif timm.is_model(name.split(".")[0]):
+        backbone = TimmBackbone(name, **kwargs)
+    else:
+        BACKBONES.get(name)  # raises a KeyError listing the registered names and close matches
+        raise AssertionError("unreachable")
+    if not isinstance(backbone, FeatureBackbone):
+        raise TypeError(f"backbone factory {name!r} returned {type(backbone).__name__}, not a FeatureBackbone")
+    return backbone
+
+
+# DeGMix's Swin slot: timm Swin with a LayerNorm on every stage output (mmseg layout, as the official backbone).
+_SWIN = {
+    "swin_t": "swin_tiny_patch4_window7_224",
+    "swin_s": "swin_small_patch4_window7_224",
+    "swin_b": "swin_base_patch4_window7_224",
+    "swin_l": "swin_large_patch4_window12_384",
+}
+
+
+def _swin_factory(timm_name: str):
+    def factory(*, tag: str | None = None, **kwargs) -> FeatureBackbone:
+        kwargs.setdefault("stage_norms", True)
+        return TimmBackbone(f"{timm_name}.{tag}" if tag else timm_name, **kwargs)
+
+    factory.__doc__ = f"{timm_name} with per-stage output LayerNorms (DeGMix backbone slot)."
+    return factory
+
+
+for _alias, _timm_name in _SWIN.items():
+    register_backbone(_alias)(_swin_factory(_timm_name))
+
+
+@register_backbone("tiny_swin")
+def tiny_swin(**kwargs) -> FeatureBackbone:
+    """A 0.3M-parameter Swin (16/32/64/128 channels, strides 4..32) for tests and CPU demos; random init only."""
+    kwargs.setdefault("stage_norms", True)
+    return TimmBackbone(
+        "swin_tiny_patch4_window7_224", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=4,
+        **kwargs,
+    )
+
+
+__all__ = [
+    "BACKBONES", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "TimmBackbone", "create_backbone", "freeze_module",
+    "is_frozen", "list_backbones", "load_weights_file", "register_backbone", "state_fingerprint",
+]

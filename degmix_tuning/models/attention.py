@@ -1,0 +1,38 @@
+"""Multi-head attention with one image per sequence (batch_first), softmax always on.
+
+Parameters match `nn.MultiheadAttention` (q/k/v/out projections with bias: 4d^2 + 4d), but the batch axis is
+never attended over, and the token layout is chosen by the caller: all tokens of an image ("global") or the T
+task tokens at one pixel ("pixel").
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int = 2):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"head width {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """query [S, Nq, d], key/value [S, Nk, d] -> [S, Nq, d]; S independent sequences (never mixed)."""
+        q, k, v = self._split(self.q_proj(query)), self._split(self.k_proj(key)), self._split(self.v_proj(value))
+        out = F.scaled_dot_product_attention(q, k, v)
+        s, h, n, hd = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(s, n, h * hd))
+
+    def value_only(self, x: Tensor) -> Tensor:
+        """What the official task interaction computes with one image per GPU: out_proj(v_proj(x))."""
+        return self.out_proj(self.v_proj(x))

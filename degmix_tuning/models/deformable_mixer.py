@@ -1,0 +1,93 @@
+"""The deformable mixer ("encoder"): per task, blocks of channel-aware mixing + spatial deformable mixing.
+
+A block is ``x = BN(GELU(conv1x1(x)))`` followed by ``x = x + BN(GELU(DeformConv(x)))``. The deformable
+operator is torchvision's `deform_conv2d` with a 1x1 kernel and one offset group per channel, so every channel
+is sampled at its own learned (dy, dx) before a 1x1 channel mix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+
+class OffsetGenerator(nn.Module):
+    """Predicts a per-channel (dy, dx) displacement for every pixel.
+
+    A zero-initialised k x k conv proposes k*k (row, col) displacements; the absolute pixel coordinates and the
+    k x k grid are added (as in the official code), and a grouped k x k conv (rows | cols) maps them to 2*dim
+    offset channels.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3, absolute_coords: bool = True):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.absolute_coords = absolute_coords
+        n = kernel_size * kernel_size
+        self.proposal = nn.Conv2d(dim, 2 * n, kernel_size, padding=kernel_size // 2)
+        nn.init.zeros_(self.proposal.weight)
+        self.to_offsets = nn.Conv2d(2 * n, 2 * dim, kernel_size, padding=kernel_size // 2, groups=2)
+
+    def _base_grid(self, h: int, w: int, ref: Tensor) -> Tensor:
+        """[1, 2k^2, h, w]: rows (first k^2 channels) then cols of p0 + pn."""
+        k = self.kernel_size
+        r = torch.arange(-(k - 1) // 2, (k - 1) // 2 + 1, device=ref.device, dtype=ref.dtype)
+        pn_row, pn_col = torch.meshgrid(r, r, indexing="ij")
+        pn = torch.cat([pn_row.flatten(), pn_col.flatten()]).view(1, 2 * k * k, 1, 1)
+        if not self.absolute_coords:
+            return pn.expand(1, -1, h, w)
+        rows = torch.arange(1, h + 1, device=ref.device, dtype=ref.dtype).view(1, 1, h, 1).expand(1, k * k, h, w)
+        cols = torch.arange(1, w + 1, device=ref.device, dtype=ref.dtype).view(1, 1, 1, w).expand(1, k * k, h, w)
+        return torch.cat([rows, cols], dim=1) + pn
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, C, H, W] -> offsets [B, 2C, H, W]."""
+        p = self.proposal(x)
+        p = p + self._base_grid(x.shape[-2], x.shape[-1], p)
+        return self.to_offsets(p)
+
+
+class ChannelDeformableConv(nn.Module):
+    """1x1 deformable conv with per-channel offsets (offset_groups = C) via `torchvision.ops.deform_conv2d`."""
+
+    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, dim, 1, 1))
+        self.bias = nn.Parameter(torch.empty(dim))
+        self.offsets = OffsetGenerator(dim, offset_kernel, absolute_coords)
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(dim)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        offset = self.offsets(x)
+        # deform_conv2d has no bf16/fp16 CPU kernel; run it in the input's float32 upcast when autocast is on
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = deform_conv2d(x.to(dtype), offset.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+        return out.to(x.dtype)
+
+
+class DeformableMixerBlock(nn.Module):
+    """Channel-aware mixing (1x1 conv, GELU, BN) then a residual spatial deformable operator (DeformConv, GELU, BN)."""
+
+    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True):
+        super().__init__()
+        self.channel_mix = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), nn.BatchNorm2d(dim))
+        self.spatial_mix = nn.Sequential(
+            ChannelDeformableConv(dim, offset_kernel, absolute_coords), nn.GELU(), nn.BatchNorm2d(dim)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.channel_mix(x)
+        return x + self.spatial_mix(x)
+
+
+class DeformableMixer(nn.Sequential):
+    """`depth` mixer blocks for one task: [B, d, h, w] -> [B, d, h, w]."""
+
+    def __init__(self, dim: int, depth: int = 2, offset_kernel: int = 3, absolute_coords: bool = True):
+        super().__init__(*[DeformableMixerBlock(dim, offset_kernel, absolute_coords) for _ in range(depth)])

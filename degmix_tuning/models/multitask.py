@@ -1,0 +1,49 @@
+"""`MultiTaskModel`: the backbone slot + a multi-task head, with the frozen-backbone fast path.
+
+When every backbone parameter is frozen, the backbone runs in eval mode (no dropout, drop-path or BN updates)
+and under `torch.no_grad()`, so no activations are kept for it; `model.train()` never flips it back to train.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..backbones import FeatureBackbone, freeze_module, is_frozen
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, backbone: FeatureBackbone, head: nn.Module, freeze_backbone: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        if freeze_backbone:
+            freeze_module(self.backbone)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.head.tasks)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return is_frozen(self.backbone)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def extract_features(self, images: Tensor) -> list[Tensor]:
+        if self.backbone_frozen:
+            self.backbone.eval()
+            with torch.no_grad():
+                return [f.detach() for f in self.backbone(images)]
+        return self.backbone(images)
+
+    def forward(self, images: Tensor, features: list[Tensor] | None = None) -> dict[str, Tensor]:
+        """images: [B, 3, H, W] normalised -> {task: [B, C_task, H, W]}. `features` skips the backbone (cache)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+        feats = self.extract_features(images) if features is None else features
+        return self.head(feats, tuple(images.shape[-2:]))
