@@ -1,0 +1,83 @@
+"""The backbone slot: timm models by name, feature contract, weights from local files, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from degmix_tuning.backbones import create_backbone, freeze_module, list_backbones, state_fingerprint
+
+
+@pytest.mark.parametrize("name", ["tiny_swin", "resnet18", "convnext_atto", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("size", [(64, 96), (70, 90), (33, 47)])
+def test_maps_match_feature_info(name, size):
+    bb = create_backbone(name).eval()
+    with torch.no_grad():
+        feats = bb(torch.randn(2, 3, *size))
+    assert len(feats) == len(bb.feature_info) == 4
+    for f, info in zip(feats, bb.feature_info):
+        assert f.shape[0] == 2 and f.shape[1] == info.num_chs
+        # maps are cropped back to ceil(size / stride), whatever padding the model needed
+        assert tuple(f.shape[-2:]) == (-(-size[0] // info.reduction), -(-size[1] // info.reduction))
+    assert [i.reduction for i in bb.feature_info] == [4, 8, 16, 32]
+
+
+def test_swin_t_official_shapes_at_nyud_size():
+    bb = create_backbone("swin_t").eval()
+    with torch.no_grad():
+        feats = bb(torch.randn(1, 3, 425, 560))
+    assert [tuple(f.shape[1:]) for f in feats] == [(96, 107, 140), (192, 54, 70), (384, 27, 35), (768, 14, 18)]
+
+
+def test_swin_backbone_counts_match_official_mmseg_swin():
+    # timm Swin without classifier/final norm + one LayerNorm per stage output == the mmseg Swin DeGMix uses
+    assert sum(p.numel() for p in create_backbone("swin_t").parameters()) == 27_520_698
+    assert sum(p.numel() for p in create_backbone("swin_s").parameters()) == 48_838_602
+
+
+def test_unknown_backbone_names_close_matches():
+    with pytest.raises(KeyError, match="swin_t"):
+        create_backbone("swin_tt")
+
+
+def test_registered_names_are_listed():
+    assert {"swin_t", "swin_s", "swin_b", "swin_l", "tiny_swin"} <= set(list_backbones())
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_local_checkpoint_loads_strictly(tmp_path, suffix):
+    src = create_backbone("resnet18")
+    sd = {k: v.clone() for k, v in src.model.state_dict().items()}
+    # a checkpoint as users have it: a full timm model state dict (classifier included)
+    import timm
+
+    full = timm.create_model("resnet18", num_classes=10)
+    full_sd = full.state_dict()
+    full_sd.update({k: v for k, v in sd.items() if k in full_sd})
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".pth":
+        torch.save({"state_dict": full_sd}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in full_sd.items()}, str(path))
+    loaded = create_backbone("resnet18", checkpoint_path=str(path))
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        create_backbone("resnet18", checkpoint_path=str(missing))
+
+
+def test_freeze_stops_grads_and_keeps_eval():
+    bb = freeze_module(create_backbone("tiny_swin"))
+    assert not any(p.requires_grad for p in bb.parameters())
+    assert not bb.training
+    before = state_fingerprint(bb)
+    out = sum(f.sum() for f in bb(torch.randn(1, 3, 32, 32)))
+    assert not out.requires_grad
+    after = state_fingerprint(bb)
+    assert all(torch.equal(before[k], after[k]) for k in before)
