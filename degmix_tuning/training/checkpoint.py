@@ -1,0 +1,151 @@
+"""Checkpoints: full training state (Accelerate, written atomically) and the small adapter file.
+
+The adapter file is one `.safetensors` holding only what tuning changed (trainable parameters, plus the head's
+buffers such as BatchNorm statistics) and the resolved `ExperimentConfig` as metadata. `load_tuned` rebuilds the
+model around any copy of the frozen backbone and loads it strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+ADAPTER_FORMAT = "degmix-tuning-adapter/1"
+ADAPTER_NAME = "adapter.safetensors"
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters + buffers of every module that is not a fully frozen backbone."""
+    from ..backbones import is_frozen
+
+    state = {}
+    backbone = getattr(model, "backbone", None)
+    frozen_prefix = "backbone." if backbone is not None and is_frozen(backbone) else None
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            state[name] = p.detach()
+    for name, b in model.named_buffers():
+        if frozen_prefix and name.startswith(frozen_prefix):
+            continue
+        if name.startswith("backbone.") and not name.split(".")[-1].startswith("running_") and "num_batches" not in name:
+            continue  # fixed index tables of the backbone, rebuilt by construction
+        state[name] = b.detach()
+    return state
+
+
+def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict | None = None) -> Path:
+    """Write the adapter file atomically (tmp file + rename). `config` is the resolved ExperimentConfig as a dict."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
+    meta = {
+        "format": ADAPTER_FORMAT,
+        "config": json.dumps(config),
+        "backbone_channels": json.dumps(list(getattr(model.backbone, "channels", []))),
+        **{k: json.dumps(v) for k, v in (extra or {}).items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """-> (tensors, metadata with JSON values decoded). Errors name the file and what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ADAPTER_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"adapter file {str(path)!r} does not exist; runs write it as <run>/{ADAPTER_NAME}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - report the cause with the file name
+        raise ValueError(f"{str(path)!r} is not a readable safetensors adapter file: {exc}") from exc
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{str(path)!r} is not a degmix-tuning adapter (format {meta.get('format')!r})")
+    decoded = {k: (json.loads(v) if k != "format" else v) for k, v in meta.items()}
+    return tensors, decoded
+
+
+def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_location: str = "cpu"):
+    """Rebuild a tuned model from an adapter file.
+
+    Args:
+        path: the adapter file (or the run folder holding `adapter.safetensors`).
+        backbone: a `FeatureBackbone` instance (e.g. with pretrained weights you loaded), a backbone name, or None to
+            build the one recorded in the file's config (its `pretrained` / `checkpoint_path` settings).
+    Returns:
+        (model, ExperimentConfig)
+    """
+    from ..backbones import FeatureBackbone, create_backbone
+    from ..models.degmix import DeGMixHead
+    from ..models.multitask import MultiTaskModel
+    from ..tuning import apply_tuning
+    from .config import ExperimentConfig
+
+    tensors, meta = read_adapter(path)
+    cfg = ExperimentConfig.from_dict(meta["config"])
+    mcfg = cfg.model
+    if isinstance(backbone, FeatureBackbone):
+        bb = backbone
+    else:
+        bb = create_backbone(
+            backbone or mcfg.backbone, pretrained=mcfg.pretrained if backbone is None else False,
+            checkpoint_path=mcfg.checkpoint_path if backbone is None else None, img_size=mcfg.img_size,
+            **mcfg.backbone_kwargs,
+        )
+    recorded = meta.get("backbone_channels")
+    if recorded and list(bb.channels) != list(recorded):
+        raise ValueError(
+            f"adapter {str(path)!r} was trained on a backbone with channels {recorded}, but the given backbone has "
+            f"{list(bb.channels)}; pass the same architecture ({mcfg.backbone!r})"
+        )
+    head = DeGMixHead(bb.channels, mcfg.task_channels(), mcfg.head)
+    model = MultiTaskModel(bb, head, freeze_backbone=mcfg.freeze_backbone)
+    model.config = mcfg
+    apply_tuning(model, cfg.tuning, **cfg.tuning_kwargs)
+    expected = trainable_state_dict(model)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(model.state_dict()))
+    if missing or unexpected:
+        raise ValueError(
+            f"adapter {str(path)!r} does not fit the rebuilt model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(tensors, strict=False)
+    return model.to(map_location), cfg
+
+
+def save_state_atomically(accelerator, directory: str | Path) -> Path:
+    """`accelerator.save_state` into `<dir>.tmp`, then rename, so a crash never leaves a half-written checkpoint."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    accelerator.wait_for_everyone()
+    return directory
+
+
+def list_checkpoints(checkpoint_root: str | Path) -> list[Path]:
+    """Complete checkpoints `step_<n>` under a run's `checkpoints/` folder, oldest first (`.tmp` ones are ignored)."""
+    root = Path(checkpoint_root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))

@@ -1,0 +1,393 @@
+"""The training loop, with Accelerate: one CPU process, one GPU, or many GPUs with DDP, mixed precision optional.
+
+`train(cfg)` builds model + data from an `ExperimentConfig`, trains for `train.max_steps` optimizer steps
+(SGD + poly decay), evaluates, checkpoints atomically, writes the run folder:
+
+    <output_dir>/config.json            the resolved ExperimentConfig
+    <output_dir>/metrics.jsonl          one line per evaluation: {"step", "metrics": {task: {metric: value}}}
+    <output_dir>/log.csv, tensorboard/  Accelerate trackers
+    <output_dir>/checkpoints/step_<n>/  full training state (accelerator.save_state)
+    <output_dir>/adapter.safetensors    trainable parameters + config only (see checkpoint.load_tuned)
+    <output_dir>/summary.json           parameter counts, adapter and full-model sizes, final metrics
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import build_dataset
+from ..data.info import get_dataset_info
+from ..losses import MultiTaskLoss, NonFiniteLossError
+from ..metrics import MultiTaskEvaluator
+from ..models import create_model
+from ..params import count_parameters
+from ..tuning import apply_tuning
+from .checkpoint import ADAPTER_NAME, list_checkpoints, save_adapter, save_state_atomically
+from .config import ExperimentConfig
+from .trackers import CSVTracker, append_jsonl, flatten_metrics
+
+
+class TrainingDiverged(RuntimeError):
+    """A task loss became NaN/inf; the message names the step, the task and the last good checkpoint."""
+
+
+class TrainingProgress:
+    """Optimizer steps done so far; saved in every checkpoint through `register_for_checkpointing`."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+class SeededSamples(Dataset):
+    """Makes augmentation a pure function of (seed, epoch, index): exact resume, identical across worker counts."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        import random
+
+        import numpy as np
+
+        sample_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**31)
+        np_state, py_state = np.random.get_state(), random.getstate()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            np.random.seed(sample_seed)
+            random.seed(sample_seed)
+            try:
+                return self.dataset[index]
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    initial_metrics: dict | None
+    final_metrics: dict | None
+    adapter_path: Path | None
+    summary: dict = field(default_factory=dict)
+
+
+def build_model(cfg: ExperimentConfig):
+    """ModelConfig + tuning method -> model with exactly the method's parameters trainable."""
+    model = create_model(cfg.model)
+    apply_tuning(model, cfg.tuning, **cfg.tuning_kwargs)
+    return model
+
+
+def _mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    cfg = getattr(model.backbone, "pretrained_cfg", {}) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
+    from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+
+    mp = cfg.train.mixed_precision
+    if mp == "fp16" and not torch.cuda.is_available():
+        raise ValueError("mixed precision fp16 needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")
+    trackers = []
+    if "tensorboard" in cfg.train.trackers:
+        trackers.append("tensorboard")
+    if "csv" in cfg.train.trackers:
+        trackers.append(CSVTracker(run_name=run_dir.name, logging_dir=run_dir))
+    # the "official" interaction leaves the q/k projections unused; DDP must be told
+    unused = cfg.model.head.interaction == "official"
+    return Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_dir=str(run_dir),
+        dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
+        step_scheduler_with_optimizer=False,
+    )
+
+
+def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max_batches: int | None = None) -> dict:
+    """Metrics over the whole loader (pooled, summed across processes)."""
+    was_training = model.training
+    model.eval()
+    evaluator.reset()
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            out = model(batch["image"])
+            evaluator.update({t: v.float() for t, v in out.items()}, batch)
+    if accelerator is not None and accelerator.num_processes > 1:
+        evaluator.reduce_(lambda t: accelerator.reduce(t.contiguous(), reduction="sum"))
+    metrics = evaluator.compute()
+    model.train(was_training)
+    return metrics
+
+
+def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
+    run_dir = Path(cfg.train.output_dir)
+    if not resume and list_checkpoints(run_dir / "checkpoints"):
+        raise FileExistsError(
+            f"run folder {str(run_dir)!r} already holds checkpoints; resume it with --resume latest, or choose another "
+            "--output-dir (nothing was overwritten)"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _resolve_resume(run_dir: Path, resume_from: str | None) -> Path | None:
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        found = list_checkpoints(run_dir / "checkpoints")
+        if not found:
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {str(run_dir / 'checkpoints')!r}")
+        return found[-1]
+    path = Path(resume_from)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {resume_from!r} does not exist")
+    return path
+
+
+def train(
+    cfg: ExperimentConfig,
+    resume_from: str | None = None,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+) -> RunResult:
+    """Run (or resume) a training job. `stop_after` ends the process early at that step (used to test resume)."""
+    from accelerate.utils import set_seed
+
+    tc = cfg.train
+    run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
+    resume_path = _resolve_resume(run_dir, resume_from)
+    accelerator = _make_accelerator(cfg, run_dir)
+    set_seed(tc.seed)
+
+    model = build_model(cfg)
+    info = get_dataset_info(cfg.model.dataset)
+    tasks = list(cfg.model.tasks)
+    mean, std = _mean_std(model)
+    train_ds = SeededSamples(build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed)
+    val_ds = build_dataset(cfg.data, cfg.data.val_split, tasks, train=False, mean=mean, std=std)
+
+    world = accelerator.num_processes * tc.gradient_accumulation_steps
+    if tc.batch_size % world:
+        raise ValueError(
+            f"train.batch_size={tc.batch_size} must be divisible by processes x accumulation steps = {world}"
+        )
+    per_device = tc.batch_size // world
+    if len(train_ds) < per_device * accelerator.num_processes:
+        raise ValueError(f"the train split has {len(train_ds)} samples, fewer than one batch ({tc.batch_size})")
+    generator = torch.Generator().manual_seed(tc.seed)
+    train_loader = DataLoader(train_ds, batch_size=per_device, shuffle=True, drop_last=True,
+                              num_workers=cfg.data.num_workers, generator=generator,
+                              persistent_workers=False)
+    val_loader = DataLoader(val_ds, batch_size=tc.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"tuning method {cfg.tuning!r} left no trainable parameters")
+    optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=tc.max_steps, power=tc.poly_power)
+    criterion = MultiTaskLoss(tasks, info, tc.loss_weights or None)
+    evaluator = MultiTaskEvaluator(tasks, info)
+
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(scheduler, progress)
+
+    if accelerator.is_main_process:
+        cfg.save(run_dir / "config.json")
+    accelerator.init_trackers(run_dir.name, config=_flat_config(cfg.to_dict()))
+    report = count_parameters(accelerator.unwrap_model(model))
+    accelerator.print(f"[degmix-tuning] {cfg.tuning} on {cfg.model.backbone}: {report}")
+
+    initial_metrics = None
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        accelerator.print(f"[degmix-tuning] resumed from {resume_path} at step {progress.step}")
+    elif tc.eval_at_start:
+        initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
+        _record_eval(accelerator, run_dir, 0, initial_metrics)
+
+    steps_per_epoch = len(train_loader) // tc.gradient_accumulation_steps
+    if steps_per_epoch == 0:
+        raise ValueError("the train split is smaller than one optimizer step's worth of batches")
+    final_metrics = None
+    last_ckpt: Path | None = resume_path
+    model.train()
+    bar = _ProgressBar(show_progress and accelerator.is_main_process, tc.max_steps, progress.step, tasks)
+    step_start, imgs_since = time.perf_counter(), 0
+    try:
+        with bar:
+            while progress.step < tc.max_steps:
+                micro_done = progress.step * tc.gradient_accumulation_steps
+                epoch, skip = divmod(micro_done, len(train_loader))
+                train_ds.set_epoch(epoch)
+                train_loader.set_epoch(epoch)
+                loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+                for batch in loader:
+                    with accelerator.accumulate(model):
+                        out = model(batch["image"])
+                        try:
+                            loss, parts = criterion(out, batch)
+                        except NonFiniteLossError as exc:
+                            raise TrainingDiverged(
+                                f"loss became {exc.value} at step {progress.step + 1} in task {exc.task!r}; last good "
+                                f"checkpoint: {str(last_ckpt) if last_ckpt else 'none yet'}. Lower train.lr, enable "
+                                "train.clip_grad_norm, or use mixed_precision=no/bf16 instead of fp16, then --resume it"
+                            ) from exc
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and tc.clip_grad_norm:
+                            accelerator.clip_grad_norm_(params, tc.clip_grad_norm)
+                        optimizer.step()
+                        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                            scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    imgs_since += batch["image"].shape[0] * accelerator.num_processes
+                    if not accelerator.sync_gradients:
+                        continue
+                    progress.step += 1
+                    step = progress.step
+                    if step % tc.log_every == 0 or step == tc.max_steps:
+                        elapsed = time.perf_counter() - step_start
+                        ips = imgs_since / max(elapsed, 1e-9)
+                        logs = {"train/loss": float(loss), "train/lr": scheduler.get_last_lr()[0], "train/images_per_s": ips}
+                        logs.update({f"train/loss_{t}": float(v) for t, v in parts.items()})
+                        accelerator.log(logs, step=step)
+                        step_start, imgs_since = time.perf_counter(), 0
+                        bar.update(step, {t: float(v) for t, v in parts.items()}, ips)
+                    else:
+                        bar.update(step, None, None)
+                    is_last = step == tc.max_steps
+                    if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+                        final_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
+                        _record_eval(accelerator, run_dir, step, final_metrics)
+                    if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
+                        last_ckpt = _checkpoint(accelerator, model, cfg, run_dir, step)
+                    if is_last or (stop_after is not None and step >= stop_after):
+                        break
+                if progress.step >= tc.max_steps or (stop_after is not None and progress.step >= stop_after):
+                    break
+    finally:
+        accelerator.end_training()
+
+    adapter_path = None
+    summary: dict = {}
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        adapter_path = save_adapter(unwrapped, run_dir / ADAPTER_NAME, cfg.to_dict(), {"step": progress.step})
+        summary = {
+            "step": progress.step,
+            "params": count_parameters(unwrapped).as_dict(),
+            "adapter_bytes": adapter_path.stat().st_size,
+            "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
+            "initial_metrics": initial_metrics,
+            "final_metrics": final_metrics,
+        }
+        import json
+
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        accelerator.print(
+            f"[degmix-tuning] adapter {adapter_path} = {summary['adapter_bytes'] / 1e6:.2f} MB "
+            f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
+        )
+    return RunResult(run_dir, progress.step, initial_metrics, final_metrics, adapter_path, summary)
+
+
+def _flat_config(d: dict, prefix: str = "") -> dict:
+    """Nested config -> {"model.backbone": "swin_t", ...} with scalar values (what trackers accept)."""
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flat_config(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            flat[key] = v
+        else:
+            flat[key] = str(v)
+    return flat
+
+
+def _record_eval(accelerator, run_dir: Path, step: int, metrics: dict) -> None:
+    accelerator.log(flatten_metrics(metrics), step=step)
+    if accelerator.is_main_process:
+        append_jsonl(run_dir / "metrics.jsonl", {"step": step, "metrics": metrics})
+        shown = ", ".join(
+            f"{t} {k}={v:.4f}" for t, m in metrics.items() for k, v in m.items()
+            if isinstance(v, float) and k in ("miou", "rmse", "mean_angle", "maxf", "odsf")
+        )
+        accelerator.print(f"[degmix-tuning] step {step} eval: {shown}")
+
+
+def _checkpoint(accelerator, model, cfg: ExperimentConfig, run_dir: Path, step: int) -> Path:
+    ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}")
+    if accelerator.is_main_process:
+        save_adapter(accelerator.unwrap_model(model), ckpt / ADAPTER_NAME, cfg.to_dict(), {"step": step})
+        for old in list_checkpoints(run_dir / "checkpoints")[: -max(cfg.train.keep_checkpoints, 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return ckpt
+
+
+class _ProgressBar:
+    """rich progress bar: step, per-task loss, images/s and ETA (main process only)."""
+
+    def __init__(self, enabled: bool, total: int, start: int, tasks: list[str]):
+        self.enabled = enabled and os.environ.get("DEGMIX_NO_PROGRESS") != "1"
+        self.total, self.start, self.tasks = total, start, tasks
+        self._progress = None
+        self._task = None
+        self._text = ""
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("train", total=self.total, completed=self.start, info="")
+        return self
+
+    def update(self, step: int, losses: dict | None, ips: float | None) -> None:
+        if not self._progress:
+            return
+        if losses is not None:
+            parts = " ".join(f"{t}={v:.3f}" for t, v in losses.items() if math.isfinite(v))
+            self._text = f"{parts} | {ips:.1f} img/s"
+        self._progress.update(self._task, completed=step, info=self._text)
+
+    def __exit__(self, *exc):
+        if self._progress:
+            self._progress.__exit__(*exc)
+        return False
