@@ -1,0 +1,199 @@
+"""Datasets for training and evaluation: NYUD-v2 and PASCAL-Context readers, the recipe's joint transforms,
+a cached synthetic stand-in written in the real layouts, and an optional Arrow copy.
+
+`build_dataset(cfg, split, tasks, train)` returns a torch Dataset whose samples are
+`{"image": float32 [3,H,W] normalised, <task>: label (tasks.py convention), "meta": {"id": str, "size": (H, W)}}`.
+A reader (NYUDReader, PascalReader, ArrowSplitReader) has `.dataset`, `.tasks`, `.ids`, `len()` and `read(i) ->`
+raw numpy sample; the transforms turn that into tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import DataConfig
+from .info import DatasetInfo, get_dataset_info
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, to_tensors
+
+__all__ = [
+    "DataConfig", "DatasetInfo", "DenseDataset", "IMAGENET_MEAN", "IMAGENET_STD", "build_dataset", "get_dataset_info",
+    "make_reader", "resolve_root", "synthetic_cache_dir",
+]
+
+
+# ------------------------------------------------------------------------------------------------ where data lives
+def _cache_base() -> Path:
+    env = os.environ.get("DEGMIX_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "degmix_tuning"
+
+
+def _synthetic_key(cfg: DataConfig) -> str:
+    """Hash of everything that determines the synthetic files, including the renderer and writer sources."""
+    from . import synthetic_writer
+
+    here = Path(__file__).parent
+    sources = b""
+    for name in ("synthetic_scenes.py", "synthetic_writer.py", "formats.py"):
+        p = here / name
+        sources += p.read_bytes() if p.is_file() else b""
+    scenes_pkg = here / "scenes"
+    if scenes_pkg.is_dir():
+        for p in sorted(scenes_pkg.glob("*.py")):
+            sources += p.read_bytes()
+    params = {"flavour": cfg.dataset, "n": cfg.synthetic_n, "size": list(cfg.synthetic_size),
+              "seed": cfg.synthetic_seed, "val_fraction": cfg.synthetic_val_fraction,
+              "version": synthetic_writer.SYNTHETIC_FORMAT_VERSION}
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + hashlib.sha256(sources).digest())
+    h, w = cfg.synthetic_size
+    return f"{cfg.dataset}-n{cfg.synthetic_n}-{h}x{w}-{digest.hexdigest()[:12]}"
+
+
+def synthetic_cache_dir(cfg: DataConfig) -> Path:
+    """`$DEGMIX_CACHE/synthetic/<key>` (default `~/.cache/degmix_tuning/...`), keyed by the synthetic parameters."""
+    return _cache_base() / "synthetic" / _synthetic_key(cfg)
+
+
+def _generate_synthetic(cfg: DataConfig, final: Path) -> Path:
+    from .synthetic_writer import write_synthetic_dataset
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        write_synthetic_dataset(tmp / "root", n=cfg.synthetic_n, flavour=cfg.dataset, seed=cfg.synthetic_seed,
+                                size=cfg.synthetic_size, val_fraction=cfg.synthetic_val_fraction)
+        try:
+            os.rename(tmp / "root", final)  # atomic: readers never see a half-written root
+        except OSError:
+            if not (final / "synthetic.json").is_file():  # not a concurrent generator winning the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def resolve_root(cfg: DataConfig) -> Path:
+    """The dataset root to read: the real `cfg.root` (must exist), or the cached synthetic root (generated once)."""
+    if cfg.synthetic:
+        final = synthetic_cache_dir(cfg)
+        if (final / "synthetic.json").is_file():
+            return final
+        return _generate_synthetic(cfg, final)
+    how = (("Download the multi-task NYUD-v2 archive (ATRC/InvPT 'NYUDv2.tar.gz' or MTI-Net 'NYUD_MT.tgz'), unpack "
+            "it so that <root>/images and <root>/gt_sets/train.txt exist")
+           if cfg.dataset == "nyud" else
+           ("Download the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net "
+            "'PASCAL_MT.tgz'), unpack it so that <root>/JPEGImages and <root>/ImageSets/Context/train.txt exist"))
+    check = (f", check it with `degmix-tuning data validate --dataset {cfg.dataset} --root <root>`, or set "
+             f"data.synthetic=true to use a generated stand-in")
+    if cfg.root is None:
+        raise FileNotFoundError(f"data.root is not set for dataset {cfg.dataset!r}. {how}, "
+                                f"set data.root=<root>{check}")
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{cfg.dataset} root {str(root)!r} does not exist. {how}{check}")
+    return root
+
+
+def _normals_context_ids(cfg: DataConfig):
+    if cfg.normals_context_ids_file is None:
+        return None
+    path = Path(cfg.normals_context_ids_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.normals_context_ids_file {str(path)!r} does not exist")
+    try:
+        ids = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); expected a list of PASCAL-Context ids") from exc
+    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+        raise ValueError(f"{path}: expected a JSON list of integer PASCAL-Context ids")
+    return ids
+
+
+def make_reader(cfg: DataConfig, split: str, tasks: Sequence[str]):
+    """The raw-sample reader for `split`: the Arrow copy when cfg.arrow_path is set, else the file reader."""
+    if cfg.arrow_path:
+        from .arrow import ArrowSplitReader
+
+        reader = ArrowSplitReader(cfg.arrow_path, split, tasks)
+        if reader.dataset != cfg.dataset:
+            raise ValueError(f"data.arrow_path {cfg.arrow_path!r} holds {reader.dataset!r}, "
+                             f"but data.dataset is {cfg.dataset!r}")
+        return reader
+    root = resolve_root(cfg)
+    if cfg.dataset == "nyud":
+        from .nyud import NYUDReader
+
+        return NYUDReader(root, split, tasks, format=cfg.format)
+    from .pascal import PascalReader
+
+    return PascalReader(root, split, tasks, normals_context_ids=_normals_context_ids(cfg))
+
+
+# ------------------------------------------------------------------------------------------------------- dataset
+class DenseDataset(torch.utils.data.Dataset):
+    """Reader + transform. Training randomness comes from a numpy Generator seeded from `torch.initial_seed()` of
+    the process that reads, so each DataLoader worker (and each epoch's workers) draws a different stream while
+    runs stay reproducible under `torch.manual_seed`."""
+
+    def __init__(self, reader, tasks: Sequence[str], transform, max_samples: int | None = None):
+        self.reader = reader
+        self.tasks = tuple(tasks)
+        self.transform = transform
+        self.length = len(reader) if max_samples is None else min(len(reader), max_samples)
+        self._rng_key = None
+        self._rng = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def rng(self) -> np.random.Generator:
+        key = (os.getpid(), torch.initial_seed())
+        if self._rng_key != key:
+            self._rng_key = key
+            self._rng = np.random.default_rng(torch.initial_seed() % (2**63))
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for a dataset of {self.length} samples")
+        raw = self.reader.read(index)
+        size = tuple(int(v) for v in raw["image"].shape[:2])
+        sample = self.transform(to_tensors(raw), self.rng())
+        out = {"image": sample["image"]}
+        for task in self.tasks:
+            out[task] = sample[task]
+        out["meta"] = {"id": raw["id"], "size": size}
+        return out
+
+
+def build_dataset(cfg: DataConfig, split: str, tasks: Sequence[str], train: bool, mean=IMAGENET_MEAN,
+                  std=IMAGENET_STD) -> DenseDataset:
+    """Samples of `split` with the labels of `tasks`: train samples are random crops of cfg's crop size, eval
+    samples are native size centre-padded (image 0, labels 255) to it."""
+    info = get_dataset_info(cfg.dataset)
+    tasks = tuple(tasks)
+    missing = [t for t in tasks if t not in info.tasks]
+    if missing:
+        raise KeyError(f"dataset {cfg.dataset!r} has no labels for task(s) {missing}; it has {', '.join(info.tasks)}")
+    crop = cfg.resolved_crop_size()
+    if train:
+        # like ATRC, semseg is always read for training so cat_max_ratio can see the classes of a crop
+        load = tasks + (("semseg",) if cfg.cat_max_ratio < 1.0 and "semseg" in info.tasks
+                        and "semseg" not in tasks else ())
+        transform = TrainTransform(crop_size=crop, scale_range=tuple(cfg.scale_range), flip=cfg.flip,
+                                   photometric=cfg.photometric, cat_max_ratio=cfg.cat_max_ratio,
+                                   mean=tuple(mean), std=tuple(std))
+    else:
+        load = tasks
+        transform = EvalTransform(pad_size=crop, mean=tuple(mean), std=tuple(std))
+    reader = make_reader(cfg, split, load)
+    return DenseDataset(reader, tasks, transform, max_samples=cfg.max_samples)

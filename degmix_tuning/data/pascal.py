@@ -1,0 +1,260 @@
+"""PASCAL-Context multi-task (`PASCAL_MT` / `PASCALContext`) reader, producing the toolkit's label convention.
+
+Layout (datasets_eval.md §2.1): `JPEGImages/<id>.jpg`, `ImageSets/Context/{train,val}.txt`,
+`semseg/VOC12/<id>.png` (used first) else `semseg/pascal-context/<id>.png`, `pascal-context/trainval/<id>.mat`
+(`LabelMap`, 459 Context classes, 0 = unlabeled), `human_parts/<id>.mat` (PASCAL-Part `anno` struct),
+`normals_distill/<id>.png`, `sal_distill/<id>.png`.
+Raw samples (numpy, before transforms): image uint8 [H,W,3]; semseg uint8 0..20 / 255; human_parts uint8 0..6,
+or all 255 when the image has no person with parts; sal uint8 {0,1} (png/255 > 0.5); normals float32 [H,W,3]
+(2v/255-1, only on the NYU-compatible Context classes, else 255); edge float32 {0,1}
+(= thin(|Laplacian(LabelMap)| > 0)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..tasks import IGNORE_INDEX
+from .formats import (
+    DataFileError, check_label_size, decode_normals_png, read_label_png, read_mat_array, read_parts_anno, read_rgb,
+    read_rgb_label, read_split_ids,
+)
+
+PASCAL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
+PASCAL_NUM_CLASSES = 21
+PERSON_CLASS = 15
+# Context ids (of the 459-class LabelMap) on which the distilled normals are kept: the Context classes whose name
+# is also an NYUDv2 class name (excluding 'unknown'), plus 'tvmonitor'. Derived offline from the name lists that
+# MTI-Net/ATRC ship as db_info/{context_classes,nyu_classes}.json (not redistributed here); it has 170 ids, the
+# count datasets_eval.md §2.2 gives. Pass `normals_context_ids=` to PascalReader to use a different set.
+PASCAL_NORMALS_CONTEXT_IDS = frozenset((
+    3, 4, 6, 9, 10, 11, 13, 15, 17, 18, 22, 23, 29, 30, 33, 34, 36, 37, 38, 39, 41, 43, 46, 49, 50, 51, 53, 55, 56,
+    59, 61, 62, 65, 66, 68, 69, 72, 73, 78, 83, 84, 85, 87, 88, 95, 96, 101, 104, 105, 107, 111, 113, 115, 122, 124,
+    135, 141, 142, 143, 146, 150, 154, 157, 158, 159, 165, 172, 174, 181, 183, 184, 191, 193, 195, 197, 199, 202,
+    213, 215, 216, 219, 220, 223, 225, 228, 230, 232, 233, 238, 239, 242, 243, 246, 250, 251, 252, 255, 260, 261,
+    263, 269, 272, 273, 275, 281, 283, 284, 285, 286, 287, 288, 290, 291, 292, 293, 295, 304, 307, 309, 310, 314,
+    315, 319, 323, 329, 330, 331, 336, 342, 345, 349, 350, 351, 352, 355, 357, 368, 370, 371, 374, 379, 380, 383,
+    384, 397, 401, 403, 405, 407, 408, 411, 412, 413, 414, 417, 419, 421, 423, 427, 429, 430, 432, 440, 441, 442,
+    443, 444, 446, 454, 457,
+))
+# PASCAL-Part person part names grouped into the 6 parts used by every multi-task codebase (1..6; 0 = background).
+HUMAN_PART_GROUPS = {
+    **dict.fromkeys(("hair", "head", "lear", "rear", "leye", "reye", "lebrow", "rebrow", "mouth", "nose"), 1),
+    **dict.fromkeys(("torso", "neck"), 2),
+    **dict.fromkeys(("luarm", "ruarm"), 3),
+    **dict.fromkeys(("llarm", "rlarm", "lhand", "rhand"), 4),
+    **dict.fromkeys(("luleg", "ruleg"), 5),
+    **dict.fromkeys(("llleg", "rlleg", "lfoot", "rfoot"), 6),
+}
+PASCAL_FOLDERS = {
+    "image": "JPEGImages", "semseg": "semseg", "human_parts": "human_parts", "sal": "sal_distill",
+    "normals": "normals_distill", "edge": "pascal-context/trainval",
+}
+PASCAL_GET_IT = ("Get the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net "
+                 "'PASCAL_MT.tgz'), unpack it so that <root>/JPEGImages and <root>/ImageSets/Context/train.txt exist, "
+                 "and check it with `degmix-tuning data validate --dataset pascal --root <root>`; "
+                 "or use data.synthetic=true.")
+
+
+# ------------------------------------------------------------------------------------------- edges from LabelMap
+def _guo_hall_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Deletion look-up tables of the two Guo-Hall thinning sub-iterations, indexed by the 8-neighbour code.
+
+    Neighbour x_i has bit i-1: x1 E, x2 NE, x3 N, x4 NW, x5 W, x6 SW, x7 S, x8 SE (rows grow downwards).
+    A pixel is deleted when it has exactly one 8-connected background-to-foreground crossing, 2 <= min(N1, N2) <= 3
+    and (sub-iteration 1) (x2 | x3 | ~x8) & x1 == 0, or (sub-iteration 2) (x6 | x7 | ~x4) & x5 == 0.
+    """
+    first = np.zeros(256, dtype=bool)
+    second = np.zeros(256, dtype=bool)
+    for code in range(256):
+        x = [0] + [(code >> (i - 1)) & 1 for i in range(1, 9)] + [code & 1]  # x[9] wraps to x1
+        crossings = sum(1 for i in range(1, 5) if not x[2 * i - 1] and (x[2 * i] or x[2 * i + 1]))
+        n1 = sum(1 for k in range(1, 5) if x[2 * k - 1] or x[2 * k])
+        n2 = sum(1 for k in range(1, 5) if x[2 * k] or x[2 * k + 1])
+        base = crossings == 1 and 2 <= min(n1, n2) <= 3
+        first[code] = base and not ((x[2] or x[3] or not x[8]) and x[1])
+        second[code] = base and not ((x[6] or x[7] or not x[4]) and x[5])
+    return first, second
+
+
+_THIN_TABLES = _guo_hall_tables()
+_NEIGHBOUR_OFFSETS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))  # x1..x8 as (dr, dc)
+
+
+def thin(mask: np.ndarray) -> np.ndarray:
+    """Thin a binary mask to 1-pixel-wide lines (Guo-Hall parallel thinning, the algorithm `skimage.morphology.thin`
+    uses), iterated until nothing changes."""
+    img = np.asarray(mask, dtype=bool).copy()
+    h, w = img.shape
+    while True:
+        changed = False
+        for table in _THIN_TABLES:
+            padded = np.pad(img, 1).astype(np.uint8)
+            code = np.zeros((h, w), dtype=np.uint8)
+            for bit, (dr, dc) in enumerate(_NEIGHBOUR_OFFSETS):
+                code |= padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] << bit
+            delete = img & table[code]
+            if delete.any():
+                img[delete] = False
+                changed = True
+        if not changed:
+            return img
+
+
+def label_map_edges(label_map: np.ndarray) -> np.ndarray:
+    """Boundaries between any two different Context labels: thin(|Laplacian(LabelMap)| > 0), float32 {0, 1}.
+
+    The Laplacian is the 4-neighbour 3x3 kernel with mirrored borders (OpenCV's `Laplacian` default)."""
+    from scipy.ndimage import laplace
+
+    lap = laplace(np.asarray(label_map, dtype=np.float64), mode="mirror")
+    return thin(np.abs(lap) > 0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------- reader
+class PascalReader:
+    """Reads one split of a PASCAL-Context multi-task root into raw numpy samples (see the module docstring)."""
+
+    dataset = "pascal"
+
+    def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = PASCAL_TASKS,
+                 normals_context_ids: Iterable[int] | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"PASCAL-Context root {str(self.root)!r} does not exist. {PASCAL_GET_IT}")
+        unknown = [t for t in tasks if t not in PASCAL_TASKS]
+        if unknown:
+            raise KeyError(f"PASCAL-Context has no labels for task(s) {unknown}; it has {', '.join(PASCAL_TASKS)}")
+        self.tasks = tuple(tasks)
+        self.split = split
+        self.normals_context_ids = np.array(sorted(PASCAL_NORMALS_CONTEXT_IDS if normals_context_ids is None
+                                                   else {int(i) for i in normals_context_ids}), dtype=np.int64)
+        needed = {"image", *self.tasks} | ({"edge"} if "normals" in self.tasks else set())  # normals need LabelMap
+        for key in sorted(needed):
+            folder = self.root / PASCAL_FOLDERS[key]
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: folder is missing from the PASCAL-Context root (needed for "
+                                        f"{'the LabelMap' if key == 'edge' else key}). {PASCAL_GET_IT}")
+        semseg_dirs = [self.root / "semseg" / s for s in ("VOC12", "pascal-context")]
+        if "semseg" in self.tasks and not any(d.is_dir() for d in semseg_dirs):
+            raise FileNotFoundError(f"{self.root / 'semseg'}: needs a VOC12/ or pascal-context/ subfolder of PNGs. "
+                                    f"{PASCAL_GET_IT}")
+        self.ids = read_split_ids(self.root / "ImageSets" / "Context" / f"{split}.txt")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def path(self, sample_id: str, key: str) -> Path:
+        if key == "semseg":
+            voc = self.root / "semseg" / "VOC12" / f"{sample_id}.png"
+            return voc if voc.is_file() else self.root / "semseg" / "pascal-context" / f"{sample_id}.png"
+        ext = {"image": ".jpg", "human_parts": ".mat", "sal": ".png", "normals": ".png", "edge": ".mat"}[key]
+        return self.root / PASCAL_FOLDERS[key] / f"{sample_id}{ext}"
+
+    def label_map_path(self, sample_id: str) -> Path:
+        return self.path(sample_id, "edge")
+
+    def read_image(self, sample_id: str) -> np.ndarray:
+        return read_rgb(self.path(sample_id, "image"))
+
+    def read_label_map(self, sample_id: str) -> np.ndarray:
+        path = self.label_map_path(sample_id)
+        lm = read_mat_array(path, "LabelMap")
+        if lm.ndim != 2:
+            raise DataFileError(path, f"LabelMap must be 2-D [H, W], got shape {lm.shape}")
+        if lm.dtype.kind == "f" and not (np.isfinite(lm).all() and (lm == np.round(lm)).all()):
+            raise DataFileError(path, "LabelMap has non-integer values")
+        if lm.min() < 0:
+            raise DataFileError(path, f"LabelMap has negative class ids (min {lm.min()})")
+        return lm.astype(np.int64)
+
+    def read_label(self, sample_id: str, task: str, image_shape: tuple[int, int] | None = None,
+                   label_map: np.ndarray | None = None) -> np.ndarray:
+        if task == "semseg":
+            return self._semseg(sample_id)
+        if task == "sal":
+            return self._sal(sample_id)
+        if task == "human_parts":
+            return self._human_parts(sample_id, image_shape or self._image_shape(sample_id))
+        if label_map is None:
+            label_map = self.read_label_map(sample_id)
+        if task == "edge":
+            return label_map_edges(label_map)
+        if task == "normals":
+            return self._normals(sample_id, label_map)
+        raise KeyError(f"PASCAL-Context has no task {task!r}")
+
+    def read(self, index: int) -> dict:
+        sample_id = self.ids[index]
+        image = self.read_image(sample_id)
+        shape = image.shape[:2]
+        sample = {"id": sample_id, "image": image}
+        label_map = None
+        if "edge" in self.tasks or "normals" in self.tasks:
+            label_map = self.read_label_map(sample_id)
+            check_label_size(self.label_map_path(sample_id), label_map, shape, "LabelMap")
+        for task in self.tasks:
+            label = self.read_label(sample_id, task, image_shape=shape, label_map=label_map)
+            check_label_size(self.path(sample_id, task), label, shape, task)
+            sample[task] = label
+        return sample
+
+    # ---------------------------------------------------------------------------------------------- decoders
+    def _image_shape(self, sample_id: str) -> tuple[int, int]:
+        path = self.path(sample_id, "image")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: file does not exist")
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+
+    def _semseg(self, sample_id: str) -> np.ndarray:
+        path = self.path(sample_id, "semseg")
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root / 'semseg' / 'VOC12' / (sample_id + '.png')} and {path}: "
+                                    f"neither semseg file exists")
+        label = read_label_png(path)
+        bad = np.unique(label[(label > PASCAL_NUM_CLASSES - 1) & (label != IGNORE_INDEX)])
+        if bad.size:
+            raise DataFileError(path, f"semseg values {bad[:10].tolist()} are outside 0..20 and 255 "
+                                      f"(21 VOC classes incl. background, 255 = void)")
+        return label.astype(np.uint8)
+
+    def _sal(self, sample_id: str) -> np.ndarray:
+        path = self.path(sample_id, "sal")
+        raw = read_label_png(path)
+        if raw.dtype != np.uint8:
+            raise DataFileError(path, f"saliency PNG must be 8-bit greyscale, got values up to {raw.max()}")
+        return (raw.astype(np.float32) / 255.0 > 0.5).astype(np.uint8)
+
+    def _normals(self, sample_id: str, label_map: np.ndarray) -> np.ndarray:
+        path = self.path(sample_id, "normals")
+        normals = decode_normals_png(read_rgb_label(path))
+        check_label_size(path, normals, label_map.shape, "normals (vs LabelMap)")
+        keep = np.isin(label_map, self.normals_context_ids)
+        normals[~keep] = IGNORE_INDEX
+        normals[np.linalg.norm(normals, axis=2) == 0] = IGNORE_INDEX
+        return normals
+
+    def _human_parts(self, sample_id: str, shape: tuple[int, int]) -> np.ndarray:
+        path = self.path(sample_id, "human_parts")
+        parts_map = np.zeros(shape, dtype=np.uint8)
+        for k, obj in enumerate(read_parts_anno(path)):
+            if obj.class_ind != PERSON_CLASS or not obj.parts:
+                continue
+            if obj.mask.shape != tuple(shape):
+                raise DataFileError(path, f"object {k} mask is {obj.mask.shape} but the image is {tuple(shape)}")
+            for name, mask in obj.parts:
+                if name not in HUMAN_PART_GROUPS:
+                    raise DataFileError(path, f"object {k} has unknown PASCAL-Part person part {name!r}; known: "
+                                              f"{', '.join(sorted(HUMAN_PART_GROUPS))}")
+                if mask.shape != tuple(shape):
+                    raise DataFileError(path, f"object {k} part {name!r} mask is {mask.shape} but the image is "
+                                              f"{tuple(shape)}")
+                parts_map[mask.astype(bool)] = HUMAN_PART_GROUPS[name]
+        if not (parts_map > 0).any():  # no person with parts: the whole image is ignored for this task
+            parts_map[:] = IGNORE_INDEX
+        return parts_map
