@@ -1,0 +1,6 @@
+"""Building blocks of the procedural scene renderer (`degmix_tuning.data.synthetic_scenes` is the entry point).
+
+geometry: ray-primitive intersection · camera: pinhole rays · shading / materials: textures and light ·
+raycast: scene description, nearest-hit casting, boundaries · placement: floor plans · furniture, figures,
+voc_objects: object recipes · indoor, outdoor: whole-scene composition · classes: label ids per flavour.
+"""
