@@ -368,3 +368,57 @@ def test_unknown_part_name_is_named(tmp_path):
     with pytest.raises(DataFileError) as e:
         PascalReader(tmp_path, "train", tasks=("human_parts",)).read(0)
     _assert_names(e, "human_parts/2008_000001.mat", "'tail'")
+
+
+# ------------------------------------------------------------------------------------ the project's renderer
+@pytest.mark.parametrize("flavour", ["nyud", "pascal"])
+def test_real_renderer_through_writer_and_reader(tmp_path, flavour):
+    from degmix_tuning.data import synthetic_scenes
+
+    render = synthetic_scenes.render_indoor_scene if flavour == "nyud" else synthetic_scenes.render_pascal_scene
+    size = (48, 64)
+    root = write_synthetic_dataset(tmp_path / flavour, n=4, flavour=flavour, seed=7, size=size)
+    Reader = NYUDReader if flavour == "nyud" else PascalReader
+    seen = 0
+    for split in ("train", "val"):
+        reader = Reader(root, split)
+        for i, sid in enumerate(reader.ids):
+            index = int(sid) - 1 if flavour == "nyud" else int(sid.split("_")[1]) - 1
+            scene = render(7 * 1_000_003 + index, size=size)
+            s = reader.read(i)
+            np.testing.assert_array_equal(s["semseg"], scene.semseg)
+            valid_n = (s["normals"] != 255).all(axis=2)
+            assert np.abs(s["normals"][valid_n] - scene.normals[valid_n]).max() <= 1.0 / 255 + 1e-6
+            if flavour == "nyud":
+                np.testing.assert_array_equal(s["image"], scene.image)
+                np.testing.assert_array_equal(s["depth"], scene.depth)
+                assert valid_n.all()
+                np.testing.assert_array_equal(s["edge"], scene.edge.astype(np.float32))
+            else:
+                has_parts = any(parts for _, parts in scene.persons)
+                expect = scene.parts if has_parts and scene.parts.any() else np.full(size, 255, np.uint8)
+                np.testing.assert_array_equal(s["human_parts"], expect)
+                np.testing.assert_array_equal(s["sal"], scene.saliency)
+                keep = np.isin(scene.context_labels, sorted(PASCAL_NORMALS_CONTEXT_IDS))
+                np.testing.assert_array_equal(valid_n, keep)
+                np.testing.assert_array_equal(s["edge"], label_map_edges(scene.context_labels))
+                assert np.abs(s["image"].astype(int) - scene.image).mean() < 6  # jpeg, lossy
+            seen += 1
+    assert seen == 4
+
+
+def test_resolve_root_generates_synthetic_once_into_the_cache(tmp_path, monkeypatch):
+    from degmix_tuning.data import DataConfig, resolve_root, synthetic_cache_dir
+
+    monkeypatch.setenv("DEGMIX_CACHE", str(tmp_path / "cache"))
+    cfg = DataConfig(dataset="nyud", synthetic=True, synthetic_n=3, synthetic_size=(32, 40))
+    root = resolve_root(cfg)
+    assert root == synthetic_cache_dir(cfg) and str(root).startswith(str(tmp_path / "cache" / "synthetic"))
+    assert NYUDReader(root, "train").flavour == "C" and len(NYUDReader(root, "val")) == 1
+    stamp = (root / "synthetic.json").stat().st_mtime_ns
+    assert resolve_root(cfg) == root and (root / "synthetic.json").stat().st_mtime_ns == stamp  # cached
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # no temp folders left behind
+    other = DataConfig(dataset="nyud", synthetic=True, synthetic_n=3, synthetic_size=(32, 40), synthetic_seed=1)
+    assert synthetic_cache_dir(other) != root
+    with pytest.raises(FileNotFoundError, match="data.synthetic=true"):
+        resolve_root(DataConfig(dataset="pascal", root=str(tmp_path / "missing")))

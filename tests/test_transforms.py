@@ -194,8 +194,16 @@ def test_build_dataset_samples_collate_and_workers_differ(tmp_path):
     c = build_dataset(cfg, "train", ("semseg",), train=True)[1]
     assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
     assert "depth" not in a  # semseg-only request
+    # DataLoader workers draw different augmentations of the same raw sample
+    same = torch.utils.data.Subset(train, [0, 0, 0, 0])
+    loader = torch.utils.data.DataLoader(same, batch_size=1, num_workers=2)
+    images = [b["image"] for b in loader]
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[0], images[2])
     cfg_eval = DataConfig(dataset="nyud", root=str(root), crop_size=(26, 34))
     val = build_dataset(cfg_eval, "val", ("depth",), train=False)
+    state = torch.get_rng_state()
+    val[0]
+    assert torch.equal(state, torch.get_rng_state())  # evaluation does not consume the training RNG
     batch = torch.utils.data.default_collate([val[0], val[1]])
     assert batch["image"].shape == (2, 3, 26, 34) and batch["depth"].shape == (2, 1, 26, 34)
     assert (batch["depth"][:, :, 0] == 255).all()  # centre pad row

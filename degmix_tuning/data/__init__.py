@@ -140,34 +140,30 @@ def make_reader(cfg: DataConfig, split: str, tasks: Sequence[str]):
 
 # ------------------------------------------------------------------------------------------------------- dataset
 class DenseDataset(torch.utils.data.Dataset):
-    """Reader + transform. Training randomness comes from a numpy Generator seeded from `torch.initial_seed()` of
-    the process that reads, so each DataLoader worker (and each epoch's workers) draws a different stream while
-    runs stay reproducible under `torch.manual_seed`."""
+    """Reader + transform. Each training sample's augmentation uses a numpy Generator seeded by one draw from
+    torch's global RNG: DataLoader workers (seeded differently by torch, per worker and per epoch) draw different
+    streams, runs are reproducible under `torch.manual_seed`, and a wrapper that calls `torch.manual_seed(f(epoch,
+    index))` before each sample makes augmentation a pure function of that seed."""
 
     def __init__(self, reader, tasks: Sequence[str], transform, max_samples: int | None = None):
         self.reader = reader
         self.tasks = tuple(tasks)
         self.transform = transform
         self.length = len(reader) if max_samples is None else min(len(reader), max_samples)
-        self._rng_key = None
-        self._rng = None
 
     def __len__(self) -> int:
         return self.length
 
     def rng(self) -> np.random.Generator:
-        key = (os.getpid(), torch.initial_seed())
-        if self._rng_key != key:
-            self._rng_key = key
-            self._rng = np.random.default_rng(torch.initial_seed() % (2**63))
-        return self._rng
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} samples")
         raw = self.reader.read(index)
         size = tuple(int(v) for v in raw["image"].shape[:2])
-        sample = self.transform(to_tensors(raw), self.rng())
+        rng = self.rng() if getattr(self.transform, "is_random", True) else None  # eval leaves torch's RNG alone
+        sample = self.transform(to_tensors(raw), rng)
         out = {"image": sample["image"]}
         for task in self.tasks:
             out[task] = sample[task]

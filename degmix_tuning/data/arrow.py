@@ -51,7 +51,8 @@ def _decode(key: str, blob: bytes, height: int, width: int) -> np.ndarray:
 
 
 def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
-                     splits: Sequence[str] = ("train", "val"), max_samples: int | None = None, log: Callable[[str], None] | None = None) -> Path:
+                     splits: Sequence[str] = ("train", "val"), max_samples: int | None = None,
+                     log: Callable[[str], None] | None = None) -> Path:
     """Write every split of `make_reader(split)` (a NYUDReader/PascalReader) to `out_dir` (must not exist or be
     empty). Written to a temporary sibling folder first and renamed, so a crash leaves no half copy behind."""
     import datasets

@@ -88,6 +88,8 @@ def read_label_png(path: str | Path) -> np.ndarray:
     img = _open_image(path)
     if img.mode in ("L", "P"):
         return np.asarray(img, dtype=np.uint8).copy()
+    if img.mode == "1":  # bilevel PNG: white is 255, as when PIL converts it to 'L'
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
     if img.mode in ("I;16", "I;16B", "I"):
         return np.asarray(img).astype(np.int32)
     raise DataFileError(path, f"expected a single-channel label PNG (mode L or P), got PIL mode {img.mode!r}")

@@ -177,6 +177,7 @@ class TrainTransform:
     cat_max_ratio: float = 0.75
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    is_random = True
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         if self.scale_range != (1.0, 1.0):
@@ -197,6 +198,7 @@ class EvalTransform:
     pad_size: tuple[int, int]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    is_random = False
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
         h, w = _size(sample)
