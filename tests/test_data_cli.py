@@ -23,6 +23,7 @@ def test_validate_clean_root_exits_0(tmp_path, capsys):
     assert main(["data", "validate", "--dataset", "nyud", "--root", str(root)]) == 0
     out = capsys.readouterr().out
     assert "flavour C" in out and "train: 6 ids" in out and "val: 2 ids" in out and "OK" in out
+    assert "largest image 24x32" in out
 
 
 def test_validate_lists_every_problem_and_exits_1(tmp_path, capsys):
@@ -60,6 +61,14 @@ def test_validate_missing_folders_and_split_lists(tmp_path):
     assert any("normals: folder for normals is missing" in p for p in report.problems)
     assert any("gt_sets/val.txt: split list does not exist" in p for p in report.problems)
     assert report.checked == {"train": 6}  # the remaining files are still all checked
+
+
+def test_validate_warns_when_images_exceed_the_pad_size(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "big", n=2, flavour="pascal", seed=0, size=(16, 520),
+                                   render_fn=fake_pascal_scene)
+    report = validate_root("pascal", root)
+    assert report.ok and report.max_image_size == (16, 520)
+    assert any("data.crop_size=16,520" in w for w in report.warnings)
 
 
 def test_validate_pascal_reports_each_file(tmp_path):

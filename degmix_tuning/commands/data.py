@@ -15,7 +15,8 @@ def _validate(args: argparse.Namespace) -> int:
                            limit=args.limit, progress=lambda m: print(m, file=sys.stderr))
     flavour = f" (flavour {report.flavour})" if report.flavour else ""
     checked = ", ".join(f"{s}: {n} ids" for s, n in report.checked.items()) or "no split checked"
-    print(f"{args.dataset} root {report.root}{flavour}: {checked}")
+    largest = f"; largest image {report.max_image_size[0]}x{report.max_image_size[1]}" if report.max_image_size else ""
+    print(f"{args.dataset} root {report.root}{flavour}: {checked}{largest}")
     for w in report.warnings:
         print(f"warning: {w}")
     for p in report.problems:

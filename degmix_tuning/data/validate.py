@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .formats import read_rgb_label, read_split_ids
+from .info import get_dataset_info
 
 _EXPECTED_ERRORS = (FileNotFoundError, ValueError, KeyError, OSError)
 
@@ -25,6 +26,7 @@ class ValidationReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)  # split -> number of ids checked
+    max_image_size: tuple[int, int] | None = None  # largest (H, W) over readable images; eval pads to crop_size
 
     @property
     def ok(self) -> bool:
@@ -112,6 +114,12 @@ def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("trai
             if progress and (k + 1) % 200 == 0:
                 progress(f"{split}: checked {k + 1}/{n}")
         report.checked[split] = n
+    crop = get_dataset_info(dataset).crop_size
+    if report.max_image_size and (report.max_image_size[0] > crop[0] or report.max_image_size[1] > crop[1]):
+        h, w = report.max_image_size
+        report.warnings.append(f"the largest image is {h}x{w} (HxW), larger than the default {dataset} crop/pad size "
+                               f"{crop[0]}x{crop[1]}; evaluation never resizes, so set data.crop_size={h},{w} "
+                               f"(or larger)")
     return report
 
 
@@ -121,6 +129,8 @@ def _check_sample(reader, dataset: str, split: str, sample_id: str, tasks: Seque
     shape = None
     try:
         shape = reader.read_image(sample_id).shape[:2]
+        old = report.max_image_size or (0, 0)
+        report.max_image_size = (max(old[0], shape[0]), max(old[1], shape[1]))
     except _EXPECTED_ERRORS as exc:
         report.problems.append(f"{where} {_msg(exc)}")
 
