@@ -13,7 +13,7 @@ from degmix_tuning.data.scenes.classes import NYUD_LABELS, PASCAL_LABELS
 from degmix_tuning.data.scenes.geometry import Box, Capsule, Cylinder, Plane, Sphere
 from degmix_tuning.data.scenes.raycast import Scene, boundary_map, cast_rays
 from degmix_tuning.data.scenes.shading import Material
-from degmix_tuning.data.synthetic_scenes import SceneArrays, render_indoor_scene, render_pascal_scene
+from degmix_tuning.data.synthetic_scenes import SceneArrays, render_indoor_scene, render_pascal_scene, render_scene
 
 RENDERERS = {"indoor": render_indoor_scene, "pascal": render_pascal_scene}
 _CACHE: dict = {}
@@ -86,6 +86,13 @@ def test_normals_face_the_camera():
         rows, cols = np.mgrid[0:120, 0:160]
         rays = pixel_rays(s.camera, rows.ravel().astype(float), cols.ravel().astype(float))
         assert (np.einsum("ij,ij->i", rays, s.normals.reshape(-1, 3)) < 1e-6).all()
+
+
+def test_render_scene_dispatches_by_dataset_name():
+    assert np.array_equal(render_scene("nyud", 3).image, scene("indoor", 3).image)
+    assert np.array_equal(render_scene("pascal", 3).semseg, scene("pascal", 3).semseg)
+    with pytest.raises(KeyError, match="nyud, pascal"):
+        render_scene("cityscapes", 0)
 
 
 def test_bad_size_is_refused_with_a_clear_message():

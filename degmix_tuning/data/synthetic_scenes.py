@@ -22,7 +22,7 @@ from .scenes.outdoor import build_pascal_scene
 from .scenes.raycast import Scene, boundary_map, cast_rays, shade_image
 from .scenes.shading import Lighting
 
-__all__ = ["SceneArrays", "render_indoor_scene", "render_pascal_scene", "CONTEXT_IDS"]
+__all__ = ["SceneArrays", "render_indoor_scene", "render_pascal_scene", "render_scene", "SCENE_KINDS", "CONTEXT_IDS"]
 
 DEPTH_EDGE_JUMP = 0.05  # relative depth jump between different primitives that counts as a boundary
 MIN_SALIENT_FRACTION = 0.003  # pascal: VOC objects smaller than this share of the image are not salient
@@ -136,3 +136,13 @@ def render_pascal_scene(seed: int, size: tuple[int, int] = (120, 160)) -> SceneA
     rng = np.random.default_rng(seed)
     scene, camera, lighting = build_pascal_scene(rng, size, PASCAL_LABELS)
     return _render(scene, camera, lighting, rng, pascal=True)
+
+
+SCENE_KINDS = {"nyud": render_indoor_scene, "pascal": render_pascal_scene}
+
+
+def render_scene(dataset: str, seed: int, size: tuple[int, int] = (120, 160)) -> SceneArrays:
+    """`render_indoor_scene` for "nyud", `render_pascal_scene` for "pascal"."""
+    if dataset not in SCENE_KINDS:
+        raise KeyError(f"no synthetic scenes for dataset {dataset!r}; choose one of {', '.join(SCENE_KINDS)}")
+    return SCENE_KINDS[dataset](seed, size)

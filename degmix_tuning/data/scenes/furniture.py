@@ -76,7 +76,7 @@ def _bed(scene: Scene, rng, place, size):
     for x in xs:
         pid = scene.new_object("pillow")
         scene.add(place.ellipsoid((x, h + 0.05, -length / 2 + 0.28), (min(0.3, w / 4.4), 0.08, 0.17)), pid, pillow_mat)
-    return []
+    return [(place.on_top((0, h, length * 0.15)), w / 2 - 0.1, length * 0.3)]
 
 
 @recipe("chair", "free", lambda r: (_u(r, 0.4, 0.52), _u(r, 0.4, 0.52), _u(r, 0.42, 0.5)))
@@ -263,7 +263,35 @@ def _plant(scene: Scene, rng, place, size):
     return []
 
 
+@recipe("column", "wall", lambda r: (_u(r, 0.3, 0.7), _u(r, 0.25, 0.6), 3.5))
+def _column(scene: Scene, rng, place, size):
+    """A pillar or duct against a wall, taller than any room (the ceiling hides the rest)."""
+    w, d, h = size
+    mat = material(rng, str(rng.choice(["wall", "painted", "stone"])))
+    scene.add(place.box((0, h / 2, 0), (w / 2, h / 2, d / 2)), scene.new_object("column"), mat)
+    return []
+
+
+@recipe("bag", "free", lambda r: (_u(r, 0.28, 0.5), _u(r, 0.15, 0.3), _u(r, 0.25, 0.5)))
+def _bag(scene: Scene, rng, place, size):
+    w, d, h = size
+    oid = scene.new_object("bag")
+    mat = material(rng, str(rng.choice(["fabric", "dark", "plastic"])))
+    scene.add(place.ellipsoid((0, h / 2, 0), (w / 2, h / 2, d / 2)), oid, mat)
+    scene.add(place.capsule((-w / 4, h * 0.9, 0), (w / 4, h * 0.9, 0), 0.015), oid, mat)
+    return []
+
+
 # ---------------------------------------------------------------- small things that stand on a support
+@recipe("clothes", "on_top", lambda r: (_u(r, 0.3, 0.6), _u(r, 0.25, 0.5), _u(r, 0.04, 0.1)))
+def _clothes(scene: Scene, rng, place, size):
+    w, d, h = size
+    scene.add(place.ellipsoid((0, h / 2, 0), (w / 2, h / 2, d / 2)), scene.new_object("clothes"),
+              material(rng, "fabric"))
+    return []
+
+
+
 @recipe("table lamp", "on_top", lambda r: (_u(r, 0.2, 0.32),) * 2 + (_u(r, 0.35, 0.55),))
 def _table_lamp(scene: Scene, rng, place, size):
     w, _, h = size
@@ -390,6 +418,14 @@ def _wall_tv(scene: Scene, rng, place, size):
     on = rng.random() < 0.35
     screen = material(rng, "dark", pattern="painting", scale=w / 3, emissive=True) if on else material(rng, "dark")
     scene.add(place.box((0, h / 2, d / 2), (w / 2, h / 2, d / 2)), scene.new_object("television"), screen)
+    return []
+
+
+@recipe("towel", "wall_mounted", lambda r: (_u(r, 0.3, 0.6), 0.02, _u(r, 0.45, 0.9)))
+def _towel(scene: Scene, rng, place, size):
+    w, d, h = size
+    mat = material(rng, "fabric", pattern=str(rng.choice(["stripes", "plain"])), angle=np.pi / 2)
+    scene.add(place.box((0, h / 2, d / 2 + 0.02), (w / 2, h / 2, d / 2)), scene.new_object("towel"), mat)
     return []
 
 

@@ -34,40 +34,42 @@ class RoomType:
 
 ROOM_TYPES: dict[str, RoomType] = {
     "bedroom": RoomType(
-        floor=(("bed", 1, 1), ("night stand", 0, 2), ("dresser", 0, 1), ("cabinet", 0, 1), ("floor mat", 0, 1),
-               ("chair", 0, 1), ("lamp", 0, 1), ("box", 0, 2), ("ball", 0, 1), ("bin", 0, 1)),
-        wall_mounted=(("door", 0, 1), ("window", 0, 2), ("picture", 0, 2), ("television", 0, 1), ("shelves", 0, 1)),
-        on_top=("table lamp", "books", "small box", "vase", "small plant"),
+        floor=(("bed", 1, 1), ("night stand", 1, 2), ("dresser", 0, 1), ("cabinet", 0, 2), ("bookshelf", 0, 1),
+               ("floor mat", 0, 1), ("chair", 0, 1), ("lamp", 0, 1), ("box", 0, 3), ("ball", 0, 1), ("bin", 0, 1), ("bag", 0, 2), ("column", 0, 1)),
+        wall_mounted=(("door", 0, 1), ("window", 1, 2), ("picture", 1, 3), ("television", 0, 1), ("shelves", 0, 1),
+                      ("towel", 0, 1)),
+        on_top=("table lamp", "books", "small box", "vase", "small plant", "clothes", "clothes"),
         floor_palettes=("floor_wood", "carpet", "carpet"),
     ),
     "living": RoomType(
-        floor=(("sofa", 1, 1), ("dresser", 0, 1), ("bookshelf", 0, 2), ("coffee table", 0, 1), ("chair", 0, 2),
-               ("floor mat", 0, 1), ("lamp", 0, 1), ("plant", 0, 2), ("ball", 0, 1), ("box", 0, 1)),
-        wall_mounted=(("door", 0, 1), ("window", 0, 2), ("picture", 0, 3), ("television", 0, 1), ("shelves", 0, 1)),
+        floor=(("sofa", 1, 2), ("dresser", 0, 1), ("cabinet", 0, 1), ("bookshelf", 0, 2), ("coffee table", 0, 1),
+               ("table", 0, 1), ("chair", 1, 3), ("floor mat", 0, 1), ("lamp", 0, 2), ("plant", 0, 2),
+               ("ball", 0, 1), ("box", 0, 2), ("bag", 0, 1), ("column", 0, 1)),
+        wall_mounted=(("door", 0, 1), ("window", 1, 2), ("picture", 1, 4), ("television", 0, 1), ("shelves", 0, 2)),
         on_top=("books", "vase", "small plant", "table lamp", "small box", "monitor"),
         floor_palettes=("floor_wood", "floor_tile", "carpet"),
         person_probability=0.2,
     ),
     "office": RoomType(
-        floor=(("desk", 1, 2), ("bookshelf", 0, 2), ("cabinet", 0, 2), ("table", 0, 1), ("chair", 1, 3),
-               ("box", 0, 3), ("bin", 0, 1), ("plant", 0, 1), ("stool", 0, 1)),
-        wall_mounted=(("door", 0, 1), ("whiteboard", 0, 1), ("window", 0, 2), ("picture", 0, 1), ("shelves", 0, 1)),
+        floor=(("desk", 1, 3), ("bookshelf", 0, 2), ("cabinet", 1, 3), ("table", 0, 1), ("chair", 1, 4),
+               ("box", 1, 4), ("bin", 0, 2), ("plant", 0, 1), ("stool", 0, 1), ("bag", 0, 2), ("column", 0, 1)),
+        wall_mounted=(("door", 0, 1), ("whiteboard", 0, 1), ("window", 1, 2), ("picture", 0, 2), ("shelves", 0, 1)),
         on_top=("monitor", "monitor", "books", "small box", "table lamp", "vase"),
         floor_palettes=("carpet", "floor_tile", "floor_wood"),
         person_probability=0.2,
     ),
     "kitchen": RoomType(
-        floor=(("counter", 1, 2), ("refrigerator", 0, 1), ("cabinet", 0, 2), ("table", 0, 1), ("chair", 0, 3),
-               ("stool", 0, 2), ("bin", 0, 1), ("box", 0, 1)),
-        wall_mounted=(("door", 0, 1), ("window", 0, 2), ("picture", 0, 1), ("shelves", 0, 2)),
-        on_top=("vase", "small box", "books", "small plant"),
+        floor=(("counter", 1, 3), ("refrigerator", 0, 1), ("cabinet", 1, 3), ("table", 0, 1), ("chair", 0, 4),
+               ("stool", 0, 2), ("bin", 0, 1), ("box", 0, 2), ("column", 0, 1)),
+        wall_mounted=(("door", 0, 1), ("window", 1, 2), ("picture", 0, 2), ("shelves", 0, 2), ("towel", 0, 2)),
+        on_top=("vase", "small box", "books", "small plant", "bottle"),
         floor_palettes=("floor_tile", "floor_tile", "floor_wood"),
     ),
 }
 
 # height of the bottom edge above the floor for wall-mounted recipes
 _MOUNT_HEIGHT = {"door": (0.0, 0.0), "window": (0.7, 1.0), "picture": (1.1, 1.6), "television": (0.9, 1.3),
-                 "whiteboard": (0.8, 1.0), "shelves": (1.0, 1.5)}
+                 "whiteboard": (0.8, 1.0), "shelves": (1.0, 1.5), "towel": (0.6, 1.1)}
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class RoomLayout:
             x = rng.uniform(0.4, self.plan.x_range[1] - 0.4)
             z = rng.uniform(0.4, self.plan.z_range[1] - 0.4)
             yaw = float(rng.uniform(0, 2 * np.pi))
-            if self.plan.try_add(Footprint(float(x), float(z), 0.3, 0.3, yaw)):
+            if self.plan.try_add(Footprint(float(x), float(z), 0.45, 0.45, yaw)):  # room for outstretched arms
                 add_person(self.scene, rng, Placement(float(x), float(z), yaw), height)
                 return True
         return False
@@ -245,7 +247,7 @@ def build_indoor_scene(rng: np.random.Generator, size: tuple[int, int], labels: 
     """Draw a furnished room, a camera inside it and its lights."""
     kind = str(rng.choice(sorted(ROOM_TYPES))) if room_type is None else room_type
     spec = ROOM_TYPES[kind]
-    x_size, z_size, height = rng.uniform(3.0, 6.5), rng.uniform(3.0, 6.5), rng.uniform(2.4, 3.1)
+    x_size, z_size, height = rng.uniform(3.0, 5.5), rng.uniform(3.0, 5.5), rng.uniform(2.4, 3.0)
     scene = Scene(labels)
 
     cam_x, cam_z, cam_y = rng.uniform(0.6, x_size - 0.6), rng.uniform(0.6, z_size - 0.6), rng.uniform(1.0, 1.7)
@@ -280,7 +282,7 @@ def _aim(rng: np.random.Generator, eye: np.ndarray, targets: list[np.ndarray], x
     """Yaw / pitch / roll of a camera at `eye`: mostly towards one of the objects at least 1.2 m away, else
     towards a random point of the room (NYUD frames mostly look at furniture, slightly downwards)."""
     far = [t for t in targets if np.hypot(t[0] - eye[0], t[2] - eye[2]) > 1.2]
-    if far and rng.random() < 0.75:
+    if far and rng.random() < 0.85:
         target = far[int(rng.integers(0, len(far)))]
         dx, dz = target[0] - eye[0], target[2] - eye[2]
         yaw = np.arctan2(-dx, -dz) + rng.normal(0, 0.15)

@@ -54,12 +54,12 @@ def _place_people_and_objects(scene: Scene, rng: np.random.Generator, camera: Pi
                 add_person(scene, rng, Placement(x, z, yaw), height)
                 farthest = max(farthest, dist)
                 break
-    n_objects = int(rng.choice([0, 1, 2], p=[0.35, 0.4, 0.25]))
+    n_objects = int(rng.choice([0, 1, 2, 3], p=[0.2, 0.35, 0.3, 0.15]))
     for _ in range(n_objects):
         spec = VOC_OBJECTS.get(str(rng.choice(object_pool)))
         dims = spec.size(rng)
         for _ in range(15):
-            dist = rng.uniform(2.5, max_distance) + dims["length"] / 2
+            dist = rng.uniform(2.5, 0.7 * max_distance) + dims["length"] / 2
             x, z = _view_spot(rng, camera, dist)
             yaw = float(rng.uniform(0, 2 * np.pi))
             if plan.try_add(Footprint(x, z, dims["width"] / 2, dims["length"] / 2, yaw)):
