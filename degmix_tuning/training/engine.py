@@ -279,7 +279,7 @@ def train(
                     if step % tc.log_every == 0 or step == tc.max_steps:
                         elapsed = time.perf_counter() - step_start
                         ips = imgs_since / max(elapsed, 1e-9)
-                        logs = {"train/loss": float(loss), "train/lr": scheduler.get_last_lr()[0], "train/images_per_s": ips}
+                        logs = {"train/loss": float(loss.detach()), "train/lr": scheduler.get_last_lr()[0], "train/images_per_s": ips}
                         logs.update({f"train/loss_{t}": float(v) for t, v in parts.items()})
                         accelerator.log(logs, step=step)
                         step_start, imgs_since = time.perf_counter(), 0
