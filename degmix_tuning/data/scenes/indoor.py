@@ -35,7 +35,8 @@ class RoomType:
 ROOM_TYPES: dict[str, RoomType] = {
     "bedroom": RoomType(
         floor=(("bed", 1, 1), ("night stand", 1, 2), ("dresser", 0, 1), ("cabinet", 0, 2), ("bookshelf", 0, 1),
-               ("floor mat", 0, 1), ("chair", 0, 1), ("lamp", 0, 1), ("box", 0, 3), ("ball", 0, 1), ("bin", 0, 1), ("bag", 0, 2), ("column", 0, 1)),
+               ("floor mat", 0, 1), ("chair", 0, 1), ("lamp", 0, 1), ("box", 0, 3), ("ball", 0, 1), ("bin", 0, 1),
+               ("bag", 0, 2), ("column", 0, 1)),
         wall_mounted=(("door", 0, 1), ("window", 1, 2), ("picture", 1, 3), ("television", 0, 1), ("shelves", 0, 1),
                       ("towel", 0, 1)),
         on_top=("table lamp", "books", "small box", "vase", "small plant", "clothes", "clothes"),
