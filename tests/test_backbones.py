@@ -81,3 +81,31 @@ def test_freeze_stops_grads_and_keeps_eval():
     assert not out.requires_grad
     after = state_fingerprint(bb)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_registered_custom_backbone_drives_the_head():
+    from torch import nn
+
+    from degmix_tuning import DeGMixConfig, ModelConfig, create_model
+    from degmix_tuning.backbones import BACKBONES, FeatureBackbone, FeatureInfo, register_backbone
+
+    class TwoLevelNet(FeatureBackbone):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 4, stride=4)
+            self.down = nn.Conv2d(8, 24, 2, stride=2)
+            self.feature_info = (FeatureInfo(8, 4, "stem"), FeatureInfo(24, 8, "down"))
+            self.pretrained_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+
+        def forward(self, x):
+            a = self.stem(x)
+            return [a, self.down(a)]
+
+    if "test_two_level" not in BACKBONES:
+        register_backbone("test_two_level")(lambda **kw: TwoLevelNet())
+    model = create_model(ModelConfig(backbone="test_two_level", tasks=("semseg",), head=DeGMixConfig(dim=16)))
+    assert model.head.fusion.proj.in_features == 32  # 8 + 24 channels, read from feature_info
+    assert model.head.heads["semseg"].bottleneck[0].out_channels == 32 // 8
+    assert model(torch.randn(1, 3, 40, 48))["semseg"].shape == (1, 40, 40, 48)
+    with pytest.raises(KeyError, match="already registered"):
+        register_backbone("test_two_level")(lambda **kw: TwoLevelNet())
