@@ -1,0 +1,167 @@
+"""Per-task feature streams (MTLoRA's TS-LoRA, DiTASK's task-specific warps) on any backbone in the slot.
+
+MTLoRA runs the last block of each stage once for the shared stream and once per task: a task-adapted layer
+returns `W x_shared + dW_t x_task` (DiTASK: `W'_t x_task`), norms/activations/attention act on each stream, and
+each task's stage output feeds that task's decoder, while the next stage continues from the shared stream only.
+
+Here that is done without copying any backbone code: `TaskStreamBlock` wraps a stage's last block, stacks the
+block input T+1 times on the batch axis ([shared; task_1; ...; task_T]) and sets every `MultiTaskLayer` inside to
+"stacked" mode, in which chunk 0 gets the shared update and chunk t gets `task_forward(chunk_0, chunk_t, task)`.
+Every other op is per-sample, so chunk t is exactly MTLoRA's task stream. (BatchNorm in train mode would mix the
+chunks' statistics: that only matters for CNN backbones whose BN layers train.) The block hands chunk 0 back to
+the network and leaves the task chunks in a `TaskStreams` object, which the light head reads (as its
+`task_features` source) after converting them to the slot's layout exactly like the shared map: NHWC/token ->
+NCHW, the ViT pyramid resampling, the crop, the slot's stage-output norm.
+
+Two deliberate differences from MTLoRA: our maps are the stage outputs *before* the next patch merging (the slot's
+convention; MTLoRA taps after it), and a `features=` cache cannot be used (the task maps need the backbone to run).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .structure import Stage, network_of
+
+
+class MultiTaskLayer(nn.Module):
+    """A wrapped `nn.Linear`/`nn.Conv2d` with a shared update and optional per-task updates.
+
+    Subclasses implement `shared_forward(x)` and `task_forward(x_shared, x_task, task)`. The base layer stays
+    reachable as `base` (peft's `base_layer` idea) and its parameters stay frozen.
+    """
+
+    def __init__(self, base: nn.Module, tasks: list[str]):
+        super().__init__()
+        self.base = base
+        self.tasks = list(tasks)
+        self.chunks = 1  # set by TaskStreamBlock during a stacked call
+
+    def shared_forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def task_forward(self, x_shared: Tensor, x_task: Tensor, task: str) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.chunks == 1 or not self.tasks:
+            return self.shared_forward(x)
+        if self.chunks != 1 + len(self.tasks) or x.shape[0] % self.chunks:
+            raise RuntimeError(f"{type(self).__name__}: stacked input of batch {x.shape[0]} does not hold "
+                               f"1 + {len(self.tasks)} streams")
+        parts = x.chunk(self.chunks, dim=0)
+        outs = [self.shared_forward(parts[0])]
+        outs += [self.task_forward(parts[0], parts[k + 1], t) for k, t in enumerate(self.tasks)]
+        return torch.cat(outs, dim=0)
+
+
+class TaskStreams:
+    """The task chunks of the last backbone forward, per level; called by the head to get {task: NCHW maps}.
+
+    A plain object (not a Module): it is shared by the stream blocks and the head without registering anything twice.
+    """
+
+    def __init__(self, backbone: nn.Module, tasks: list[str], num_levels: int):
+        self.backbone = backbone
+        self.tasks = list(tasks)
+        self.num_levels = num_levels
+        self._raw: dict[int, tuple[Tensor, ...]] = {}
+
+    def record(self, level: int, task_chunks: tuple[Tensor, ...]) -> None:
+        self._raw[level] = task_chunks
+
+    def __call__(self, shared_maps: list[Tensor]) -> dict[str, list[Tensor]]:
+        raw, self._raw = self._raw, {}
+        if sorted(raw) != list(range(self.num_levels)):
+            raise RuntimeError(
+                "per-task feature streams are missing: the backbone did not run in this forward. Task-stream methods "
+                "(mtlora/ditask with task adapters) cannot decode cached features (model(images, features=...))"
+            )
+        out: dict[str, list[Tensor]] = {t: [] for t in self.tasks}
+        for level, ref in enumerate(shared_maps):
+            chunks = raw[level]
+            if len(chunks) != len(self.tasks) or chunks[0].shape[0] != ref.shape[0]:
+                raise RuntimeError(f"task stream of level {level} does not match the shared map {tuple(ref.shape)}")
+            for t, chunk in zip(self.tasks, chunks):
+                out[t].append(self._to_map(level, chunk, ref, shared_maps[0]))
+        return out
+
+    def _to_map(self, level: int, raw: Tensor, ref: Tensor, ref0: Tensor) -> Tensor:
+        """A block output in the network's own layout -> the slot's NCHW map for `level` (same ops as the shared map)."""
+        bb = self.backbone
+        net = network_of(bb)
+        if raw.ndim == 3:  # tokens [B, N, C] (ViT): drop prefix tokens, restore the native grid
+            raw = raw[:, int(getattr(net, "num_prefix_tokens", 0) or 0):]
+            native = int(getattr(bb, "size_divisor", bb.feature_info[level].reduction))
+            ratio = max(native // bb.feature_info[0].reduction, 1)
+            gh, gw = -(-ref0.shape[-2] // ratio), -(-ref0.shape[-1] // ratio)
+            if gh * gw != raw.shape[1]:
+                raise RuntimeError(f"cannot restore a {gh}x{gw} grid from {raw.shape[1]} tokens at level {level}")
+            raw = raw.reshape(raw.shape[0], gh, gw, raw.shape[-1]).permute(0, 3, 1, 2)
+        elif raw.ndim == 4 and str(getattr(net, "output_fmt", "NCHW")) == "NHWC":
+            raw = raw.permute(0, 3, 1, 2)
+        elif raw.ndim != 4:
+            raise RuntimeError(f"unsupported block output of shape {tuple(raw.shape)} at level {level}")
+        if getattr(bb, "pyramid", False):
+            from ..backbones.timm_backbone import _resample_to_stride
+
+            raw = _resample_to_stride(raw, int(bb.size_divisor), bb.feature_info[level].reduction)
+        raw = raw[..., : ref.shape[-2], : ref.shape[-1]]
+        norms = getattr(bb, "stage_norms", None)
+        if norms is not None:
+            raw = norms[level](raw)
+        if raw.shape != ref.shape:
+            raise RuntimeError(f"task map of level {level} has shape {tuple(raw.shape)}, shared map {tuple(ref.shape)}")
+        return raw.contiguous()
+
+
+class TaskStreamBlock(nn.Module):
+    """Wraps the last block of a stage: one stacked call computes the shared and all task streams."""
+
+    def __init__(self, block: nn.Module, level: int, streams: TaskStreams):
+        super().__init__()
+        self.block = block
+        self.level = level
+        self.streams = streams
+
+    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
+        n = 1 + len(self.streams.tasks)
+        layers = [m for m in self.block.modules() if isinstance(m, MultiTaskLayer)]
+        for m in layers:
+            m.chunks = n
+        try:
+            out = self.block(torch.cat([x] * n, dim=0), *args, **kwargs)
+        finally:
+            for m in layers:
+                m.chunks = 1
+        parts = out.chunk(n, dim=0)
+        self.streams.record(self.level, parts[1:])
+        return parts[0]
+
+
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at the dotted path `name` under `root` (works for Sequential/ModuleList indices too)."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
+def attach_task_streams(model: nn.Module, stages: list[Stage], method: str) -> TaskStreams:
+    """Wrap each stage's last block and make the head decode per-task maps; the head must support it."""
+    head = model.head
+    if not hasattr(head, "task_features"):
+        raise ValueError(
+            f"{method} with task-specific adapters needs a head that decodes per-task features (head='light'); "
+            f"{type(head).__name__} fuses all tasks from one shared map. Use head='light', or switch the task "
+            "adapters off (mtlora: task_rank=0, ditask: task_tess=0)"
+        )
+    net = network_of(model.backbone)
+    streams = TaskStreams(model.backbone, list(head.tasks), len(stages))
+    for level, stage in enumerate(stages):
+        replace_module(net, stage.block_names[-1], TaskStreamBlock(stage.blocks[-1], level, streams))
+    head.task_features = streams
+    return streams
+
+
+__all__ = ["MultiTaskLayer", "TaskStreamBlock", "TaskStreams", "attach_task_streams", "replace_module"]
