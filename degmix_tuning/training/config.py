@@ -38,6 +38,12 @@ class TrainConfig(ConfigBase):
     trackers: tuple[str, ...] = ("tensorboard", "csv")
     max_eval_batches: int | None = None
     loss_weights: dict = field(default_factory=dict)  # {task: weight} overrides
+    # --- fast path (training/fast_path.py, training/feature_cache.py) ---
+    feature_cache: str = "off"  # "off" | "memory" | "disk": frozen-backbone features computed once per image
+    feature_cache_dir: str | None = None  # disk cache folder; None -> <output_dir>/feature_cache
+    channels_last: bool = False  # NHWC layout for conv weights and input images
+    compile_head: bool = False  # torch.compile the head in place (first step pays the compile time)
+    # --- end fast path ---
 
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION:
@@ -47,6 +53,8 @@ class TrainConfig(ConfigBase):
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be positive, got {self.lr}")
+        if self.feature_cache not in ("off", "memory", "disk"):  # fast path
+            raise ValueError(f"train.feature_cache must be off, memory or disk, got {self.feature_cache!r}")
         known = {"tensorboard", "csv", "jsonl"}
         bad = set(self.trackers) - known
         if bad:

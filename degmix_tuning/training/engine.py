@@ -32,6 +32,8 @@ from ..params import count_parameters
 from ..tuning import apply_tuning
 from .checkpoint import ADAPTER_NAME, list_checkpoints, save_adapter, save_state_atomically
 from .config import ExperimentConfig
+from .fast_path import apply_fast_path, prepare_images  # fast path
+from .feature_cache import build_train_feature_cache  # fast path
 from .trackers import CSVTracker, append_jsonl, flatten_metrics
 
 
@@ -191,11 +193,14 @@ def train(
     set_seed(tc.seed)
 
     model = build_model(cfg)
+    apply_fast_path(model, tc)  # fast path: channels_last / compiled head (train.channels_last, train.compile_head)
     info = get_dataset_info(cfg.model.dataset)
     tasks = list(cfg.model.tasks)
     mean, std = _mean_std(model)
     train_ds = SeededSamples(build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed)
     val_ds = build_dataset(cfg.data, cfg.data.val_split, tasks, train=False, mean=mean, std=std)
+    # fast path: frozen-backbone features computed once per image (train.feature_cache); None when off
+    feature_cache = build_train_feature_cache(cfg, model, run_dir, accelerator.autocast)
 
     world = accelerator.num_processes * tc.gradient_accumulation_steps
     if tc.batch_size % world:
@@ -255,7 +260,9 @@ def train(
                 loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
                 for batch in loader:
                     with accelerator.accumulate(model):
-                        out = model(batch["image"])
+                        images = prepare_images(batch["image"], tc)  # fast path
+                        feats = feature_cache.features({**batch, "image": images}) if feature_cache else None
+                        out = model(images, features=feats)
                         try:
                             loss, parts = criterion(out, batch)
                         except NonFiniteLossError as exc:
@@ -298,6 +305,10 @@ def train(
                     break
     finally:
         accelerator.end_training()
+    if feature_cache is not None:  # fast path
+        st = feature_cache.cache.stats
+        accelerator.print(f"[degmix-tuning] feature cache ({tc.feature_cache}): {st.hits} hits, {st.misses} "
+                          f"computed, {st.invalidated} invalidated")
 
     adapter_path = None
     summary: dict = {}
