@@ -1,0 +1,120 @@
+"""Trainable-parameter budget of a tuning method, split the way the PEFT-MTL papers need (peft_mtl_baselines.md §1).
+
+(a) adapter: parameters the method added inside the backbone (LoRA factors, adapters, spectral warps)
+(b) unfrozen base: original backbone parameters the method trains (biases, norms, PatchMerging, everything)
+(c) head: the decoders and task heads
+MTLoRA's rule prints a+b+c, DiTASK's prints a+b, DeGMix-Tuning's c. The adapter file size is measured by
+serialising the trainable parameters (fp32) with safetensors.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..data.info import get_dataset_info
+from ..models import DeGMixConfig, ModelConfig, create_model
+from ..models.presets import PRESETS
+from ..tuning import apply_tuning, list_tuning_methods, trainable_bytes
+
+
+@dataclass
+class MethodBudget:
+    method: str
+    backbone: str
+    dataset: str
+    tasks: tuple[str, ...]
+    adapter: int  # (a)
+    unfrozen_base: int  # (b)
+    head: int  # (c)
+    total_params: int  # every parameter of the tuned model
+    adapter_bytes: int  # safetensors file of the trainable parameters, fp32
+    tuning: dict = field(default_factory=dict)  # the resolved TuningConfig
+
+    @property
+    def mtlora_rule(self) -> int:
+        return self.adapter + self.unfrozen_base + self.head
+
+    @property
+    def ditask_rule(self) -> int:
+        return self.adapter + self.unfrozen_base
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tasks"] = list(self.tasks)
+        d.update(mtlora_rule=self.mtlora_rule, ditask_rule=self.ditask_rule)
+        return d
+
+
+def split_trainable(model: nn.Module, base_ids: set[int]) -> tuple[int, int, int]:
+    """(a, b, c) for a tuned model, given the ids of the backbone's parameters before tuning."""
+    a = b = 0
+    for p in model.backbone.parameters():
+        if p.requires_grad:
+            if id(p) in base_ids:
+                b += p.numel()
+            else:
+                a += p.numel()
+    c = sum(p.numel() for p in model.head.parameters() if p.requires_grad)
+    owned = {id(p) for p in model.backbone.parameters()} | {id(p) for p in model.head.parameters()}
+    stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in owned]
+    if stray:
+        raise RuntimeError(f"trainable parameters outside backbone and head: {stray[:5]}")
+    return a, b, c
+
+
+_PRISTINE: dict[str, nn.Module] = {}  # the last untuned model built, copied for the next method (builds are slow)
+
+
+def _fresh_model(model_cfg: ModelConfig) -> nn.Module:
+    key = model_cfg.to_json()
+    if key not in _PRISTINE:
+        _PRISTINE.clear()
+        _PRISTINE[key] = create_model(model_cfg, freeze_backbone=True)
+    return copy.deepcopy(_PRISTINE[key])
+
+
+def tuned_model(model_cfg: ModelConfig, method, **kwargs) -> tuple[nn.Module, set[int]]:
+    """A freshly built (random init), tuned model and the ids of its original backbone parameters."""
+    model = _fresh_model(model_cfg)
+    base_ids = {id(p) for p in model.backbone.parameters()}
+    apply_tuning(model, method, **kwargs)
+    return model, base_ids
+
+
+def measure_method(model_cfg: ModelConfig, method, **kwargs) -> MethodBudget:
+    """Build `model_cfg` (random init), apply the method and count."""
+    model, base_ids = tuned_model(model_cfg, method, **kwargs)
+    a, b, c = split_trainable(model, base_ids)
+    return MethodBudget(
+        method=model.tuning_config.method, backbone=model_cfg.backbone, dataset=model_cfg.dataset,
+        tasks=tuple(model_cfg.tasks), adapter=a, unfrozen_base=b, head=c,
+        total_params=sum(p.numel() for p in model.parameters()), adapter_bytes=trainable_bytes(model),
+        tuning=model.tuning_config.to_dict(),
+    )
+
+
+def budget_model_config(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None,
+                        head_dim: int = 128) -> ModelConfig:
+    """The DeGMix-Tuning setup for a backbone/dataset: the registered preset when there is one, d=128 otherwise."""
+    info = get_dataset_info(dataset)
+    tasks = tuple(tasks) if tasks else info.default_tasks
+    preset = next((name for name, cfg in PRESETS.items()
+                   if name.startswith("degmix_tuning_") and cfg.backbone == backbone and cfg.dataset == dataset), None)
+    if preset is not None:
+        cfg = PRESETS.get(preset)
+        return ModelConfig.from_dict({**cfg.to_dict(), "tasks": list(tasks), "freeze_backbone": True})
+    return ModelConfig(backbone=backbone, dataset=dataset, tasks=tasks, head=DeGMixConfig(dim=head_dim))
+
+
+def param_budget(backbone: str = "swin_t", dataset: str = "pascal", tasks: tuple[str, ...] | None = None,
+                 methods: list[str] | None = None) -> list[MethodBudget]:
+    """One `MethodBudget` per registered method (default configs) on the given setup."""
+    model_cfg = budget_model_config(backbone, dataset, tasks)
+    return [measure_method(model_cfg, m) for m in (methods or list_tuning_methods())]
+
+
+__all__ = ["MethodBudget", "budget_model_config", "measure_method", "param_budget", "split_trainable", "tuned_model"]

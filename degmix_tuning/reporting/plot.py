@@ -1,0 +1,144 @@
+"""Accuracy vs trainable parameters (log x), like the DeGMix paper figure: published rows + measured runs.
+
+Published x values are the counts *as printed*, and the papers count differently (reporting/published.py RULES), so
+points are coloured by counting rule. Measured runs use a+b+c (MTLoRA's rule: everything that trains).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .published import PUBLISHED, delta_m, recomputed_delta_m, reference_row
+from .runs import count_trainable_from_config, find_runs, load_run
+
+RULE_STYLE = {
+    "mtlora": ("#1f77b4", "o", "a+b+c (MTLoRA rule)"),
+    "ditask": ("#ff7f0e", "s", "a+b (DiTASK rule)"),
+    "head": ("#2ca02c", "D", "head only"),
+    "models": ("#7f7f7f", "P", "separate models"),
+    "unknown": ("#b0b0b0", "o", "undocumented (Polyhistor)"),
+}
+RUN_STYLE = ("#d62728", "*")
+DATASET_NAMES = {"pascal": "PASCAL-Context", "nyud": "NYUD-v2"}
+BACKBONE_NAMES = {"swin_t": "Swin-T", "swin_s": "Swin-S", "swin_b": "Swin-B", "swin_l": "Swin-L"}
+
+
+@dataclass
+class PlotResult:
+    path: Path
+    published: int
+    runs: int
+    skipped: list[str] = field(default_factory=list)  # why runs were left out
+
+
+def _y_published(row, metric: str) -> float | None:
+    if metric == "delta_m":
+        return row.delta_m if row.delta_m is not None else recomputed_delta_m(row)
+    return row.metrics.get(metric)
+
+
+def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> None:
+    """Annotate points with a leader line, trying offsets so labels overlap neither each other nor the markers."""
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []
+    for x, y, _, _ in points:  # keep the markers themselves free
+        px, py = ax.transData.transform((x, y))
+        taken.append(Bbox.from_extents(px - 6, py - 6, px + 6, py + 6))
+    offsets = [(7, 5), (7, -11), (-7, 5), (-7, -11), (10, 16), (10, -22), (-10, 16), (-10, -22), (14, 0), (-14, 0),
+               (20, 28), (-20, 28), (20, -34), (-20, -34)]
+    for x, y, text, color in sorted(points, key=lambda p: p[1], reverse=True):
+        chosen = offsets[0]
+        for dx, dy in offsets:
+            probe = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                                ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top")
+            box = probe.get_window_extent(renderer).expanded(1.02, 1.15)  # the text only, no leader line
+            probe.remove()
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                chosen = (dx, dy)
+                taken.append(box)
+                break
+        dx, dy = chosen
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=color,
+                    ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color=color, shrinkA=0, shrinkB=3))
+
+
+def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: str = "swin_t", dataset: str = "pascal",
+                metric: str = "delta_m") -> PlotResult:
+    """Write the figure to `out` (PNG/PDF/SVG by extension). `metric` is "delta_m" or a task name (its paper metric)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    rows = [r for r in PUBLISHED if r.plot and r.backbone == backbone and r.dataset == dataset]
+    pts = [(r, r.params_m, _y_published(r, metric)) for r in rows]
+    pts = [(r, x, y) for r, x, y in pts if x is not None and y is not None]
+    skipped: list[str] = []
+    runs = []
+    if runs_dir is not None:
+        ref = reference_row(backbone, dataset)
+        for run_dir in find_runs(runs_dir):
+            rec = load_run(run_dir)
+            if rec.backbone != backbone or rec.dataset != dataset:
+                skipped.append(f"{run_dir}: {rec.backbone}/{rec.dataset}, the plot is {backbone}/{dataset}")
+                continue
+            values = rec.paper_metrics()
+            if metric == "delta_m":
+                if ref is None or any(t not in values for t in ref.metrics):
+                    need = list(ref.metrics) if ref else "a single-task reference"
+                    skipped.append(f"{run_dir}: delta-m needs {need}, the run has {sorted(values)}; try --metric TASK")
+                    continue
+                y = delta_m({t: values[t] for t in ref.metrics}, ref.metrics)
+            elif metric in values:
+                y = values[metric]
+            else:
+                skipped.append(f"{run_dir}: no {metric} metric in its last evaluation")
+                continue
+            trainable = rec.trainable if rec.trainable is not None else count_trainable_from_config(rec.config)
+            runs.append((rec, trainable / 1e6, y))
+    if not pts and not runs:
+        raise ValueError(f"nothing to plot for {backbone}/{dataset} with metric {metric!r}: no published row has it "
+                         "and no run matched")
+
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=150)
+    labels = []
+    for rule, (color, marker, name) in RULE_STYLE.items():
+        sel = [(r, x, y) for r, x, y in pts if r.rule == rule]
+        if sel:
+            ax.scatter([x for _, x, _ in sel], [y for _, _, y in sel], c=color, marker=marker, s=36, label=name,
+                       edgecolors="black", linewidths=0.4, zorder=3)
+            labels += [(x, y, r.method, color) for r, x, y in sel]
+    if runs:
+        color, marker = RUN_STYLE
+        ax.scatter([x for _, x, _ in runs], [y for _, _, y in runs], c=color, marker=marker, s=140,
+                   edgecolors="black", linewidths=0.5, label="our runs (a+b+c)", zorder=4)
+        labels += [(x, y, f"{rec.method} ({rec.path.name})", color) for rec, x, y in runs]
+    ax.set_xscale("log")
+    if metric == "delta_m":
+        ax.axhline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
+        ax.set_ylabel("Δm vs single-task full fine-tuning (%)")
+    else:
+        ax.set_ylabel(f"{metric} (paper units)")
+    ax.set_xlabel("trainable parameters (M, log scale; published counts as printed)")
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, {BACKBONE_NAMES.get(backbone, backbone)}: "
+                 f"{'Δm' if metric == 'delta_m' else metric} vs trainable parameters")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="lower right", fontsize=8, title="parameter counting", title_fontsize=8)
+    fig.tight_layout()  # before placing labels: they are laid out in display coordinates
+    _place_labels(ax, labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return PlotResult(out, len(pts), len(runs), skipped)
+
+
+__all__ = ["PlotResult", "plot_budget"]
