@@ -1,0 +1,112 @@
+"""`MultiTaskEvaluator`: one meter per task, fed with model outputs and a batch, synced and computed together.
+
+`METERS` maps a task name to a factory `(task, dataset_info, **kwargs) -> Meter`, so supporting a new task is one
+`METERS.register("name", factory)` call. Labels are read from `batch[task]` (the tasks.py convention).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from torch import Tensor
+
+from ..data.info import DatasetInfo
+from ..registry import Registry
+from ..tasks import get_task
+from .base import Meter
+from .boundary import BoundaryMeter
+from .depth import DepthMeter
+from .normals import NormalsMeter
+from .saliency import SaliencyMeter
+from .segmentation import SegmentationMeter
+
+MeterFactory = Callable[..., Meter]
+METERS: Registry[MeterFactory] = Registry("meter")
+
+
+def _segmentation(task: str, info: DatasetInfo, **kwargs) -> Meter:
+    return SegmentationMeter(info.num_outputs(task), name=task, **kwargs)
+
+
+METERS.register("semseg", _segmentation)
+METERS.register("human_parts", _segmentation)
+METERS.register("depth", lambda task, info, **kw: DepthMeter(name=task, **kw))
+METERS.register("normals", lambda task, info, **kw: NormalsMeter(name=task, **kw))
+METERS.register("sal", lambda task, info, **kw: SaliencyMeter(name=task, **kw))
+
+
+def _boundary(task: str, info: DatasetInfo, max_dist: float | None = None, **kwargs) -> Meter:
+    """SEISM-style odsF with the dataset's matching tolerance (0.011 NYUD, 0.0075 PASCAL) unless overridden."""
+    return BoundaryMeter(info.edge_tolerance if max_dist is None else max_dist, name=task, **kwargs)
+
+
+METERS.register("edge", _boundary)
+
+
+def build_meter(task: str, dataset_info: DatasetInfo, **kwargs) -> Meter:
+    """The registered meter for `task`, configured from the dataset (class count, edge tolerance)."""
+    return METERS.get(task)(task, dataset_info, **kwargs)
+
+
+class MultiTaskEvaluator:
+    """Accumulates every task's metric over a whole evaluation set.
+
+    `meter_kwargs` passes per-task options, e.g. {"edge": {"thresholds": "hed"}, "sal": {"per_image_miou": False}}.
+    Distributed use: `evaluator.reduce_(lambda t: accelerator.reduce(t, "sum"))` before `compute()`.
+    """
+
+    def __init__(self, tasks: Iterable[str], dataset_info: DatasetInfo,
+                 meter_kwargs: Mapping[str, Mapping] | None = None):
+        self.tasks = tuple(tasks)
+        if not self.tasks:
+            raise ValueError("MultiTaskEvaluator needs at least one task")
+        meter_kwargs = dict(meter_kwargs or {})
+        unknown = set(meter_kwargs) - set(self.tasks)
+        if unknown:
+            raise KeyError(f"meter_kwargs given for tasks {sorted(unknown)} that are not evaluated ({self.tasks})")
+        self.dataset_info = dataset_info
+        self.meters: dict[str, Meter] = {}
+        for task in self.tasks:
+            dataset_info.num_outputs(task)  # raises a clear KeyError if the dataset has no labels for it
+            self.meters[task] = build_meter(task, dataset_info, **dict(meter_kwargs.get(task, {})))
+
+    def update(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
+        """outputs: {task: [B, C, H, W] raw model outputs}; batch: {task: label, ...} at the same resolution."""
+        for task, meter in self.meters.items():
+            if task not in outputs:
+                raise KeyError(f"evaluator: model outputs have no {task!r} (outputs: {sorted(outputs)})")
+            if task not in batch:
+                raise KeyError(f"evaluator: batch has no label {task!r} (batch keys: {sorted(batch)})")
+            meter.update(outputs[task], batch[task])
+
+    def compute(self) -> dict[str, dict]:
+        return {task: meter.compute() for task, meter in self.meters.items()}
+
+    def main_metrics(self, results: Mapping[str, Mapping] | None = None) -> dict[str, float]:
+        """{task: value of TaskSpec.main_metric} from `results` (computed now if not given)."""
+        results = self.compute() if results is None else results
+        return {task: float(results[task][get_task(task).main_metric]) for task in self.tasks}
+
+    def reset(self) -> None:
+        for meter in self.meters.values():
+            meter.reset()
+
+    def state(self) -> dict[str, Tensor]:
+        """Flat {"task.name": tensor} view of every meter's additive state."""
+        return {f"{task}.{key}": value for task, meter in self.meters.items() for key, value in meter.state().items()}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        for task, meter in self.meters.items():
+            prefix = f"{task}."
+            meter.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        extra = [k for k in state if k.split(".", 1)[0] not in self.meters]
+        if extra:
+            raise KeyError(f"evaluator.load_state: keys for tasks that are not evaluated: {extra}")
+
+    def reduce_(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Apply `fn` (e.g. a cross-process sum) to every state tensor of every meter."""
+        for meter in self.meters.values():
+            meter.reduce_(fn)
+
+
+__all__ = ["METERS", "MultiTaskEvaluator", "build_meter"]
