@@ -16,11 +16,12 @@ from .config import ExperimentConfig, TrainConfig
 
 # A short CPU demo on the built-in synthetic scenes; every value is saved in the run's config.json.
 SYNTHETIC_DEMO = {
-    "train.max_steps": 120,
-    "train.batch_size": 8,
-    "train.lr": 0.02,
+    "data.synthetic_size": "96,128",
+    "train.max_steps": 80,
+    "train.batch_size": 4,
+    "train.lr": 0.05,
     "train.eval_every": 40,
-    "train.checkpoint_every": 60,
+    "train.checkpoint_every": 40,
     "train.log_every": 5,
     "train.eval_at_start": True,
     "train.output_dir": "runs/synthetic_{dataset}",
