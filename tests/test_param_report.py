@@ -111,7 +111,8 @@ def test_published_mtlora_and_ditask_counts_reproduce(monkeypatch):
     monkeypatch.setattr(reproduce, "measure_method", no_builds)
     monkeypatch.setattr(Reproducer, "channels", lambda self: [96, 192, 384, 768])
     extras = 1_599_546
-    seeds = [_seed("mtlora", "pascal", PASCAL4, 16 * r * 4416 + 12 * 4 * 4 * 1440, extras, rank=r) for r in (16, 32, 64)]
+    seeds = [_seed("mtlora", "pascal", PASCAL4, 16 * r * 4416 + 12 * 4 * 4 * 1440, extras, rank=r)
+             for r in (16, 32, 64)]
     seeds.append(_seed("ditask", "pascal", PASCAL4, 63 * 48 + 3 * 3 * 4 * 4, extras))
     seeds.append(_seed("ditask", "nyud", ("semseg", "depth"), 63 * 48 + 3 * 3 * 4 * 2, extras))
     rep = Reproducer("swin_t", seeds)
@@ -151,7 +152,8 @@ def test_report_params_cli_writes_md_csv_json(tmp_path, capsys):
     assert pub[("VPT-deep", "pascal")]["flag"].startswith("not reproducible")
     rows = list(csv.DictReader((out / "params.csv").open()))
     assert [r["method"] for r in rows if r["section"] == "measured"] == ["degmix", "mtlora", "lora"]
-    assert int(next(r for r in rows if r["method"] == "mtlora")["mtlora_rule"]) == 84_480 + TINY_EXTRAS + TINY_LIGHT_HEAD
+    mtlora_row = next(r for r in rows if r["method"] == "mtlora")
+    assert int(mtlora_row["mtlora_rule"]) == 84_480 + TINY_EXTRAS + TINY_LIGHT_HEAD
     md = (out / "params.md").read_text()
     assert "| mtlora | 84,480 | 45,876 | 682,961 |" in md and "Published numbers" in md
     assert "Trainable parameters" in capsys.readouterr().out

@@ -354,3 +354,18 @@ def test_swin_t_counts_match_the_papers_code(swin_t_pascal):
 
     degmix_nyud = DeGMixHead(swin_t_pascal.backbone.channels, {"semseg": 40, "depth": 1}, DeGMixConfig(dim=128))
     assert sum(p.numel() for p in degmix_nyud.parameters()) == 1_322_645
+
+
+def test_task_streams_on_a_plain_vit_match_the_shared_maps_at_init():
+    """ViT: token outputs -> NCHW grid, the slot's parameter-free pyramid, crop and stage norm, like the shared map."""
+    model = create_model("degmix_tuning_tiny_nyud", backbone="vit_tiny_patch16_224", img_size=(48, 64),
+                         head={"dim": 16})
+    apply_tuning(model, "mtlora")
+    model.eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.randn(1, 3, 40, 56))  # padded to 48x64 inside the slot, cropped back
+        per_task = model.head.task_features(feats)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(10, 14), (5, 7), (3, 4), (2, 2)]
+    for maps in per_task.values():
+        for a, b in zip(maps, feats):
+            assert torch.equal(a, b)

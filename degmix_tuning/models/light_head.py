@@ -97,7 +97,7 @@ class LightHead(nn.Module):
         self.task_features: TaskFeatureSource | None = None  # set by task-stream tuning methods (mtlora, ditask)
 
     def parameter_groups(self) -> dict[str, list[nn.Module]]:
-        """encoder = per-task level projections (MTLoRA's downsamplers), decoder = fuse blocks, heads = output convs."""
+        """encoder = per-task level projections (MTLoRA's downsamplers), decoder = fuse blocks, heads = outputs."""
         return {
             "encoder": [d.projections for d in self.decoders.values()],
             "decoder": [d.fuse for d in self.decoders.values()],

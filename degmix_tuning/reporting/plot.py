@@ -17,9 +17,11 @@ RULE_STYLE = {
     "ditask": ("#ff7f0e", "s", "a+b (DiTASK rule)"),
     "head": ("#2ca02c", "D", "head only"),
     "models": ("#7f7f7f", "P", "separate models"),
-    "unknown": ("#b0b0b0", "o", "undocumented (Polyhistor)"),
+    "unknown": ("#b0b0b0", "o", "rule undocumented"),
 }
 RUN_STYLE = ("#d62728", "*")
+METRIC_LABELS = {"semseg": "mIoU (%)", "human_parts": "mIoU (%)", "sal": "max-threshold IoU (%)",
+                 "normals": "mean angle error (deg)", "depth": "RMSE (m)", "edge": "odsF (%)"}
 DATASET_NAMES = {"pascal": "PASCAL-Context", "nyud": "NYUD-v2"}
 BACKBONE_NAMES = {"swin_t": "Swin-T", "swin_s": "Swin-S", "swin_b": "Swin-B", "swin_l": "Swin-L"}
 
@@ -38,7 +40,7 @@ def _y_published(row, metric: str) -> float | None:
     return row.metrics.get(metric)
 
 
-def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> None:
+def _place_labels(ax, points: list[tuple[float, float, str, str]], avoid=()) -> None:
     """Annotate points with a leader line, trying offsets so labels overlap neither each other nor the markers."""
     from matplotlib.transforms import Bbox
 
@@ -46,7 +48,7 @@ def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> None:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
-    taken = []
+    taken = [a.get_window_extent(renderer).expanded(1.08, 1.08) for a in avoid]
     for x, y, _, _ in points:  # keep the markers themselves free
         px, py = ax.transData.transform((x, y))
         taken.append(Bbox.from_extents(px - 6, py - 6, px + 6, py + 6))
@@ -72,7 +74,7 @@ def _place_labels(ax, points: list[tuple[float, float, str, str]]) -> None:
 
 def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: str = "swin_t", dataset: str = "pascal",
                 metric: str = "delta_m") -> PlotResult:
-    """Write the figure to `out` (PNG/PDF/SVG by extension). `metric` is "delta_m" or a task name (its paper metric)."""
+    """Write the figure to `out` (PNG/PDF/SVG by extension). `metric`: "delta_m" or a task name (paper metric)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,14 +129,14 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
         ax.axhline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
         ax.set_ylabel("Δm vs single-task full fine-tuning (%)")
     else:
-        ax.set_ylabel(f"{metric} (paper units)")
+        ax.set_ylabel(f"{metric}: {METRIC_LABELS.get(metric, 'paper units')}")
     ax.set_xlabel("trainable parameters (M, log scale; published counts as printed)")
     ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, {BACKBONE_NAMES.get(backbone, backbone)}: "
                  f"{'Δm' if metric == 'delta_m' else metric} vs trainable parameters")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="lower right", fontsize=8, title="parameter counting", title_fontsize=8)
+    legend = ax.legend(loc="lower right", fontsize=8, title="parameter counting", title_fontsize=8)
     fig.tight_layout()  # before placing labels: they are laid out in display coordinates
-    _place_labels(ax, labels)
+    _place_labels(ax, labels, avoid=[legend])
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)

@@ -10,7 +10,8 @@ Counting rules of the printed parameter numbers:
   ditask  adapters + unfrozen backbone parameters, decoders excluded (what DiTASK prints)
   head    the trainable head only (DeGMix-Tuning: the backbone is frozen)
   models  the sum over separately trained models (single-task rows)
-  unknown Polyhistor-derived baselines; the rule is undocumented (MTLoRA issue #8 could not match it)
+  unknown Polyhistor-derived baselines, whose rule is undocumented (MTLoRA issue #8 could not match it), and later
+          papers whose rule we have not checked
 Metric units are the papers': mIoU in %, saliency "mIoU" = max-threshold IoU in %, normals = mean angle error in
 degrees (labelled "rmse" in these papers), NYUD depth RMSE in metres.
 """
@@ -30,7 +31,7 @@ RULES = {
     "ditask": "adapters + unfrozen backbone, no decoders (a+b)",
     "head": "trainable head only (c)",
     "models": "sum over separately trained models",
-    "unknown": "undocumented (Polyhistor-derived)",
+    "unknown": "undocumented (Polyhistor-derived baselines; later papers not checked)",
 }
 
 
@@ -64,9 +65,9 @@ def _m(*values: float, tasks: tuple[str, ...] = PASCAL4) -> dict[str, float]:
 
 
 _SWIN_T_PASCAL = "MTLoRA Tab.1"
-_DITASK_ROUNDING = ("backbone side only, almost all of it the unfrozen PatchMerging/norm/bias extras; the released code "
-                    "(+144 dead qkv task scalars on PASCAL) also rounds to 1.60, DiTASK prints 1.61 (1.60 for its "
-                    "single-task row): a rounding/counting difference we cannot explain")
+_DITASK_ROUNDING = ("backbone side only, almost all of it the unfrozen PatchMerging/norm/bias extras; the released "
+                    "code (+144 dead qkv task scalars on PASCAL) also rounds to 1.60, DiTASK prints 1.61 (1.60 for "
+                    "its single-task row): a rounding/counting difference we cannot explain")
 PUBLISHED: tuple[PublishedRow, ...] = (
     # ---- PASCAL-Context, Swin-T, 448x448 (table 0a)
     PublishedRow("Single-task full FT (4 models)", "swin_t", "pascal", PASCAL4, "112.62", "models",
@@ -136,16 +137,17 @@ PUBLISHED: tuple[PublishedRow, ...] = (
                  note="'0.36%' of the backbone; per-task numbers not retrieved"),
     PublishedRow("FAAR", "swin_t", "pascal", PASCAL4, "3.38", "unknown", _m(72.02, 61.25, 66.11, 16.35), 5.28,
                  "FAAR CVPR'26", "S", note="not implemented here"),
-    PublishedRow("Free-Sinewich (r=64)", "swin_t", "pascal", PASCAL4, "6.53", "unknown", _m(71.25, 61.38, 66.24, 16.14),
-                 5.39, "Free-Sinewich CVPR'26", "S", note="not implemented here"),
-    PublishedRow("Free-Sinewich (r=32)", "swin_t", "pascal", PASCAL4, "4.04", "unknown", _m(71.02, 60.75, 65.94, 16.44),
-                 4.51, "Free-Sinewich CVPR'26", "S", note="not implemented here"),
+    PublishedRow("Free-Sinewich (r=64)", "swin_t", "pascal", PASCAL4, "6.53", "unknown",
+                 _m(71.25, 61.38, 66.24, 16.14), 5.39, "Free-Sinewich CVPR'26", "S", note="not implemented here"),
+    PublishedRow("Free-Sinewich (r=32)", "swin_t", "pascal", PASCAL4, "4.04", "unknown",
+                 _m(71.02, 60.75, 65.94, 16.44), 4.51, "Free-Sinewich CVPR'26", "S", note="not implemented here"),
     PublishedRow("DeGMix-Tuning", "swin_t", "pascal", PASCAL4, "2.2", "head", {}, None, "yangyangxu0/DeGMix README",
                  "S", recipe="degmix", note="README metrics row is column-shifted and unusable"),
     # ---- PASCAL-Context, Swin-L (table 0b)
     PublishedRow("DiTASK", "swin_l", "pascal", PASCAL4, "7.1", "unknown", _m(76.23, 67.53, 64.07, 16.9), None,
                  "DeGMix README citing DiTASK", "S",
-                 note="the released Swin-L config counts 9.08M (a+b+c) / 6.40M (a+b); the setting behind 7.1 is unknown"),
+                 note="the released Swin-L config counts 9.08M (a+b+c) / 6.40M (a+b); the setting behind 7.1 is "
+                      "unknown"),
     PublishedRow("DeGMix-Tuning", "swin_l", "pascal", PASCAL4, "3.2", "head", _m(78.14, 64.44, 64.20, 16.3), None,
                  "DeGMix README", "S", recipe="degmix"),
     # ---- NYUD-v2, Swin-T (table 0c)
@@ -156,8 +158,8 @@ PUBLISHED: tuple[PublishedRow, ...] = (
     PublishedRow("Single task (3 models)", "swin_t", "nyud", NYUD3, "84.00", "models",
                  _m(42.65, 0.60, 22.83, tasks=NYUD3), 0.0, "FAAR CVPR'26", "S", reference=True,
                  note="FAAR's decoder is not described"),
-    PublishedRow("MTL - full FT", "swin_t", "nyud", NYUD3, "28.10", "unknown", _m(38.85, 0.66, 24.33, tasks=NYUD3), -8.49,
-                 "FAAR CVPR'26", "S", note="FAAR's decoder is not described"),
+    PublishedRow("MTL - full FT", "swin_t", "nyud", NYUD3, "28.10", "unknown", _m(38.85, 0.66, 24.33, tasks=NYUD3),
+                 -8.49, "FAAR CVPR'26", "S", note="FAAR's decoder is not described"),
     PublishedRow("TADFormer (r=64)", "swin_t", "nyud", NYUD3, "8.90", "unknown", _m(40.85, 0.64, 27.48, tasks=NYUD3),
                  -10.42, "FAAR CVPR'26", "S", note="not implemented here"),
     PublishedRow("FAAR", "swin_t", "nyud", NYUD3, "2.85", "unknown", _m(41.27, 0.63, 26.35, tasks=NYUD3), -7.88,

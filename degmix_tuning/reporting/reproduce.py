@@ -61,7 +61,8 @@ class Reproducer:
         return self._channels
 
     def mtlora_decoders(self, dataset: str, tasks: tuple[str, ...]) -> int:
-        outputs = {t: MTLORA_OUTPUT_OVERRIDES.get(t, n) for t, n in get_dataset_info(dataset).task_channels(tasks).items()}
+        ours = get_dataset_info(dataset).task_channels(tasks)
+        outputs = {t: MTLORA_OUTPUT_OVERRIDES.get(t, n) for t, n in ours.items()}
         head = LightHead(mtlora_taps(self.channels()), outputs)
         return sum(p.numel() for p in head.parameters())
 

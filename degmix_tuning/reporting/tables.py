@@ -16,10 +16,11 @@ MEASURED_COLUMNS = ("method", "adapter (a)", "unfrozen base (b)", "head (c)", "M
                     "all params", "adapter file (MB)")
 PUBLISHED_COLUMNS = ("method", "dataset", "printed (M)", "rule", "ours", "flag", "metrics", "Δm", "Δm recomputed",
                      "source", "prov.")
-CONSOLE_PUBLISHED_COLUMNS = ("method", "dataset", "printed (M)", "rule", "ours", "flag", "Δm", "Δm recomputed", "prov.")
+CONSOLE_PUBLISHED_COLUMNS = ("method", "dataset", "printed (M)", "rule", "ours", "flag", "Δm", "Δm recomputed",
+                             "prov.")
 CSV_COLUMNS = ("section", "method", "backbone", "dataset", "tasks", "adapter", "unfrozen_base", "head", "mtlora_rule",
-               "ditask_rule", "total_params", "adapter_bytes", "published_params_m", "rule", "reproduced_count", "flag",
-               "delta_m", "delta_m_recomputed", "source", "provenance")
+               "ditask_rule", "total_params", "adapter_bytes", "published_params_m", "rule", "reproduced_count",
+               "flag", "delta_m", "delta_m_recomputed", "source", "provenance")
 PROVENANCE = {
     "P": "in at least two secondary copies of the paper table",
     "S": "a single secondary copy (paper note or README)",
@@ -121,11 +122,13 @@ class BudgetReport:
         if self.published:  # compact on the console: the notes behind each flag are in params.md / .json
             pub = Table(title="Published numbers vs our counts (full notes in params.md)")
             keep = [PUBLISHED_COLUMNS.index(c) for c in CONSOLE_PUBLISHED_COLUMNS]
+            flag_at = CONSOLE_PUBLISHED_COLUMNS.index("flag")
             for col in CONSOLE_PUBLISHED_COLUMNS:
-                pub.add_column(col, overflow="fold", justify="right" if col.startswith(("printed", "ours", "Δm")) else "left")
+                numeric = col.startswith(("printed", "ours", "Δm"))
+                pub.add_column(col, overflow="fold", justify="right" if numeric else "left")
             for row in self.published_rows():
                 cells = [row[i] for i in keep]
-                cells[CONSOLE_PUBLISHED_COLUMNS.index("flag")] = cells[CONSOLE_PUBLISHED_COLUMNS.index("flag")].split(";")[0]
+                cells[flag_at] = cells[flag_at].split(";")[0]
                 pub.add_row(*cells)
             tables.append(pub)
         return tables

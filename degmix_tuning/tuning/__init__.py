@@ -4,7 +4,9 @@ Each method is one module with a `TuningConfig` dataclass and an `apply(model, c
 registers them all. Use `apply_tuning(model, "lora", r=8)` or `build_tuned_model(model_cfg, "mtlora")`.
 """
 
-from . import adapter, bitfit, decoder_only, degmix, ditask, full, ia3, loha, lokr, lora, mtlora  # noqa: F401 (register)
+from . import (  # noqa: F401  (importing a method module registers it)
+    adapter, bitfit, decoder_only, degmix, ditask, full, ia3, loha, lokr, lora, mtlora,
+)
 from .base import (
     HEAD_CHOICES, TUNING_METHODS, TuningConfig, TuningMethod, apply_tuning, build_tuned_model, get_tuning_config_cls,
     list_tuning_methods, register_tuning_method, resolve_tuning_config, tuning_config_from_dict,

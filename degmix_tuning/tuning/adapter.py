@@ -79,7 +79,8 @@ def apply(model: nn.Module, cfg: AdapterConfig) -> None:
             mlp = getattr(block, "mlp", None)
             name, target = (f"{block_name}.mlp", mlp) if isinstance(mlp, nn.Module) else (block_name, block)
             channels, axis = _output_layout(target)
-            replace_module(net, name, Adapted(target, BottleneckAdapter(channels, max(1, channels // cfg.reduction), axis)))
+            adapter = BottleneckAdapter(channels, max(1, channels // cfg.reduction), axis)
+            replace_module(net, name, Adapted(target, adapter))
 
 
 register_tuning_method("adapter", AdapterConfig, apply)

@@ -1,4 +1,4 @@
-"""The tuning-method contract: a `TuningConfig` dataclass + an `apply(model, cfg)` that edits `model.backbone` in place.
+"""The tuning-method contract: a `TuningConfig` dataclass + `apply(model, cfg)`, which edits `model.backbone` in place.
 
 Every method lives in its own module and ends with one `register_tuning_method(name, config_cls, apply_fn)` call.
 `apply_tuning` is the only entry point: it freezes the whole backbone, puts the configured head in place
@@ -51,11 +51,14 @@ TUNING_METHODS: Registry[TuningMethod] = Registry("tuning method")
 
 def register_tuning_method(name: str, config_cls: type[TuningConfig], apply_fn: ApplyFn) -> TuningMethod:
     """Register a method; the config class must be a `TuningConfig` dataclass whose `method` default is `name`."""
-    if not (isinstance(config_cls, type) and issubclass(config_cls, TuningConfig) and dataclasses.is_dataclass(config_cls)):
+    is_config = isinstance(config_cls, type) and issubclass(config_cls, TuningConfig)
+    if not (is_config and dataclasses.is_dataclass(config_cls)):
         raise TypeError(f"tuning method {name!r}: config_cls must be a @dataclass subclass of TuningConfig")
     default = config_cls().method
     if default != name:
-        raise ValueError(f"tuning method {name!r}: {config_cls.__name__}.method defaults to {default!r}; make it {name!r}")
+        raise ValueError(
+            f"tuning method {name!r}: {config_cls.__name__}.method defaults to {default!r}; make it {name!r}"
+        )
     if name.endswith("_"):
         raise ValueError(f"tuning method names must not end with '_', got {name!r}")
     return TUNING_METHODS.register(name, TuningMethod(name, config_cls, apply_fn))
@@ -93,7 +96,7 @@ def model_task_channels(model: nn.Module) -> dict[str, int]:
     """{task: outputs} of the model, from its `ModelConfig` (set by `create_model`)."""
     cfg = getattr(model, "config", None)
     if cfg is None or not hasattr(cfg, "task_channels"):
-        raise ValueError("cannot rebuild the head: the model has no `.config` (ModelConfig); build it with create_model")
+        raise ValueError("cannot rebuild the head: the model has no `.config` (ModelConfig); use create_model")
     return cfg.task_channels()
 
 

@@ -152,8 +152,8 @@ def apply(model: nn.Module, cfg: DiTASKConfig) -> None:
                 leaf = name.rpartition(".")[2]
                 groups = 3 if leaf in cfg.fused_qkv else 1
                 if layer.weight.shape[0] % groups:
-                    raise ValueError(f"ditask: {block_name}.{name} is listed in fused_qkv but its {layer.weight.shape[0]} "
-                                     "outputs do not split into 3 equal parts")
+                    raise ValueError(f"ditask: {block_name}.{name} is listed in fused_qkv but its "
+                                     f"{layer.weight.shape[0]} outputs do not split into 3 equal parts")
                 layer_tasks = tasks if stage_end and leaf not in cfg.task_exclude else []
                 replace_module(net, f"{block_name}.{name}", SpectralWarpLayer(
                     layer, cfg.tess, layer_tasks, cfg.task_tess, groups, cfg.dropout, cfg.init))

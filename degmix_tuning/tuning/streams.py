@@ -88,7 +88,7 @@ class TaskStreams:
         return out
 
     def _to_map(self, level: int, raw: Tensor, ref: Tensor, ref0: Tensor) -> Tensor:
-        """A block output in the network's own layout -> the slot's NCHW map for `level` (same ops as the shared map)."""
+        """A block output in the network's layout -> the slot's NCHW map for `level` (the shared map's ops)."""
         bb = self.backbone
         net = network_of(bb)
         if raw.ndim == 3:  # tokens [B, N, C] (ViT): drop prefix tokens, restore the native grid
@@ -112,7 +112,7 @@ class TaskStreams:
         if norms is not None:
             raw = norms[level](raw)
         if raw.shape != ref.shape:
-            raise RuntimeError(f"task map of level {level} has shape {tuple(raw.shape)}, shared map {tuple(ref.shape)}")
+            raise RuntimeError(f"task map of level {level} is {tuple(raw.shape)}, the shared map {tuple(ref.shape)}")
         return raw.contiguous()
 
 

@@ -50,7 +50,7 @@ def find_stages(backbone: nn.Module) -> list[Stage]:
         try:
             module = net.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"feature_info names {name!r}, which is not a submodule of {type(net).__name__}") from None
+            raise ValueError(f"feature_info names {name!r}, not a submodule of {type(net).__name__}") from None
         blocks_attr = getattr(module, "blocks", None)
         if isinstance(blocks_attr, (nn.Sequential, nn.ModuleList)):  # Swin / ConvNeXt stage
             blocks = list(blocks_attr)
@@ -110,7 +110,7 @@ def target_names(backbone: nn.Module, target_types: tuple[str, ...], exclude_lea
 def require_targets(names_or_modules: list, method: str, backbone: nn.Module, target_types: tuple[str, ...]) -> None:
     if not names_or_modules:
         raise ValueError(
-            f"{method}: no {'/'.join(target_types)} layers found in the blocks of {type(network_of(backbone)).__name__}; "
+            f"{method}: no {'/'.join(target_types)} layers in the blocks of {type(network_of(backbone)).__name__}; "
             "set target_types to include the layer type this backbone uses (e.g. target_types=linear,conv2d)"
         )
 
