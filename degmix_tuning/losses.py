@@ -50,7 +50,7 @@ class MultiTaskLoss(nn.Module):
                 raise ValueError(f"task {t!r}: output size {tuple(out.shape[-2:])} != label size {tuple(label.shape[-2:])}")
             loss = self.specs[t].loss(out, label, **self.overrides[t])
             if check_finite and not torch.isfinite(loss):
-                raise NonFiniteLossError(t, float(loss))
+                raise NonFiniteLossError(t, float(loss.detach()))
             parts[t] = loss.detach()
             weighted = self.weights[t] * loss
             total = weighted if total is None else total + weighted
