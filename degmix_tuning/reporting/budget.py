@@ -66,28 +66,20 @@ def split_trainable(model: nn.Module, base_ids: set[int]) -> tuple[int, int, int
     return a, b, c
 
 
-_PRISTINE: dict[str, nn.Module] = {}  # the last untuned model built, copied for the next method (builds are slow)
+def tuned_model(model_cfg: ModelConfig, method, base: nn.Module | None = None, **kwargs) -> tuple[nn.Module, set[int]]:
+    """A tuned copy of `base` (or a freshly built, random-init model) and the ids of its original backbone parameters.
 
-
-def _fresh_model(model_cfg: ModelConfig) -> nn.Module:
-    key = model_cfg.to_json()
-    if key not in _PRISTINE:
-        _PRISTINE.clear()
-        _PRISTINE[key] = create_model(model_cfg, freeze_backbone=True)
-    return copy.deepcopy(_PRISTINE[key])
-
-
-def tuned_model(model_cfg: ModelConfig, method, **kwargs) -> tuple[nn.Module, set[int]]:
-    """A freshly built (random init), tuned model and the ids of its original backbone parameters."""
-    model = _fresh_model(model_cfg)
+    Passing the same untuned `base` for several methods saves the (slow) model builds.
+    """
+    model = copy.deepcopy(base) if base is not None else create_model(model_cfg, freeze_backbone=True)
     base_ids = {id(p) for p in model.backbone.parameters()}
     apply_tuning(model, method, **kwargs)
     return model, base_ids
 
 
-def measure_method(model_cfg: ModelConfig, method, **kwargs) -> MethodBudget:
-    """Build `model_cfg` (random init), apply the method and count."""
-    model, base_ids = tuned_model(model_cfg, method, **kwargs)
+def measure_method(model_cfg: ModelConfig, method, base: nn.Module | None = None, **kwargs) -> MethodBudget:
+    """Build `model_cfg` (random init, or a copy of the untuned `base` built from it), apply the method and count."""
+    model, base_ids = tuned_model(model_cfg, method, base, **kwargs)
     a, b, c = split_trainable(model, base_ids)
     return MethodBudget(
         method=model.tuning_config.method, backbone=model_cfg.backbone, dataset=model_cfg.dataset,
@@ -114,7 +106,8 @@ def param_budget(backbone: str = "swin_t", dataset: str = "pascal", tasks: tuple
                  methods: list[str] | None = None) -> list[MethodBudget]:
     """One `MethodBudget` per registered method (default configs) on the given setup."""
     model_cfg = budget_model_config(backbone, dataset, tasks)
-    return [measure_method(model_cfg, m) for m in (methods or list_tuning_methods())]
+    base = create_model(model_cfg, freeze_backbone=True)
+    return [measure_method(model_cfg, m, base) for m in (methods or list_tuning_methods())]
 
 
 __all__ = ["MethodBudget", "budget_model_config", "measure_method", "param_budget", "split_trainable", "tuned_model"]

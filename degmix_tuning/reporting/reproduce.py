@@ -12,7 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from torch import nn
+
 from ..data.info import get_dataset_info
+from ..models import create_model
 from ..models.light_head import LightHead
 from ..tuning import resolve_tuning_config
 from .budget import MethodBudget, budget_model_config, measure_method
@@ -41,6 +44,7 @@ class Reproducer:
         for b in seed_budgets:
             self._cache[self._key(b.dataset, b.tasks, b.method, b.tuning)] = b
         self._channels: list[int] | None = None
+        self._bases: dict[str, nn.Module] = {}
 
     @staticmethod
     def _key(dataset, tasks, method, kwargs) -> str:
@@ -50,7 +54,11 @@ class Reproducer:
     def budget(self, dataset: str, tasks: tuple[str, ...], method: str, **kwargs) -> MethodBudget:
         key = self._key(dataset, tasks, method, resolve_tuning_config(method, **kwargs).to_dict())
         if key not in self._cache:
-            self._cache[key] = measure_method(budget_model_config(self.backbone, dataset, tasks), method, **kwargs)
+            cfg = budget_model_config(self.backbone, dataset, tasks)
+            setup = cfg.to_json()
+            if setup not in self._bases:  # one untuned model per setup, copied for every method
+                self._bases[setup] = create_model(cfg, freeze_backbone=True)
+            self._cache[key] = measure_method(cfg, method, self._bases[setup], **kwargs)
         return self._cache[key]
 
     def channels(self) -> list[int]:
