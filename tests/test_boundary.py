@@ -114,6 +114,17 @@ def test_two_pixel_shift_outside_tolerance_is_unmatched():
     assert out["odsf"] == 0.0 and out["ods_recall"] == 0.0
 
 
+def test_thick_prediction_is_thinned_before_matching():
+    band = np.zeros((SIZE, SIZE), dtype=bool)
+    band[2:18, 7:10] = True  # a 3-px-wide band around the GT column 8: 48 pixels before thinning
+    meter = BoundaryMeter(MAX_DIST, thresholds=[0.5])
+    meter.update(logits_from((band, 0.9)), label_from(vertical_line(8)))
+    cnt_r, sum_r, cnt_p, sum_p = meter.state()["counts"][0].tolist()
+    assert sum_p == int(thin(band).sum()) < 48  # unthinned it would be 48 predicted pixels and P = 16/48
+    assert cnt_p == sum_p  # every skeleton pixel sits on or next to the GT line
+    assert meter.compute()["ods_precision"] == 1.0
+
+
 def test_partial_match_precision_and_recall():
     # prediction = the left half of the GT line (8 of 16 px) plus a false 4-px line far away.
     pred = vertical_line(8, range(2, 10)) | vertical_line(16, range(2, 6))
@@ -163,6 +174,15 @@ def test_thresholds_sets_and_state_sum():
     assert boundary_thresholds("hed")[0] == 0.001 and boundary_thresholds("hed")[-1] == 0.999
     with pytest.raises(ValueError, match="unknown boundary threshold set"):
         boundary_thresholds("bsds")
+    np.testing.assert_allclose(boundary_thresholds([0.25, 0.5, 0.75]), [0.25, 0.5, 0.75])
+    with pytest.raises(ValueError, match="increasing list inside"):
+        boundary_thresholds([0.5, 0.2])
+    coarse = BoundaryMeter(MAX_DIST, thresholds=[0.3, 0.7])
+    coarse.update(logits_from((vertical_line(8), 0.5)), label_from(vertical_line(8)))
+    assert coarse.state()["counts"].tolist() == [[16, 16, 16, 16], [0, 16, 0, 0]]  # found at 0.3, gone at 0.7
+    inclusive = BoundaryMeter(MAX_DIST, thresholds=[0.5])
+    inclusive.update(logits_from((vertical_line(8), 0.5)), label_from(vertical_line(8)))  # sigmoid(0) == 0.5
+    assert inclusive.compute()["odsf"] == 1.0  # binarisation is prob >= t
     a, b, both = (BoundaryMeter(MAX_DIST) for _ in range(3))
     cases = [(logits_from((vertical_line(9), 0.6)), label_from(vertical_line(8))),
              (logits_from((vertical_line(3, range(2, 9)), 0.8)), label_from(vertical_line(3)))]

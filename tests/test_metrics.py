@@ -131,6 +131,13 @@ def test_maxf_hand_computed_winning_threshold():
     assert f[18].item() == 0.0  # no predicted positives: NaN -> 0
 
 
+def test_maxf_threshold_is_inclusive():
+    meter = SaliencyMeter()
+    meter.update(torch.zeros(1, 2, 1, 1), torch.ones(1, 1, 1, dtype=torch.long))  # softmax gives exactly 0.5
+    assert meter.state()["pred_pos"][9].item() == 1  # thresholds[9] == 0.5 and the rule is prob >= t
+    assert meter.state()["pred_pos"][10].item() == 0
+
+
 def test_maxf_sigmoid_single_channel_matches_softmax():
     meter = SaliencyMeter()
     meter.update(torch.log(SAL_PROB / (1 - SAL_PROB)).unsqueeze(1), SAL_GT)
@@ -161,6 +168,15 @@ def test_per_image_miou_mtlora_definition():
     # image 1 (strict >): t=0.20 -> 2/4; t=0.25..0.50 -> 2/3; t=0.55..0.70 -> 1/3; t>=0.75 -> 1/2. image 2: 1 always.
     assert out["per_image_miou"] == pytest.approx((2 / 3 + 1) / 2)
     assert out["per_image_miou_threshold"] == pytest.approx(0.25)
+
+
+def test_per_image_miou_skips_fully_ignored_images():
+    meter = SaliencyMeter()
+    prob = torch.stack([SAL_PROB[0], torch.full((1, 5), 0.9)])
+    gt = torch.stack([SAL_GT[0], torch.full((1, 5), 255, dtype=torch.long)])  # image 2 has no valid pixel
+    meter.update(prob_logits(prob), gt)
+    assert int(meter.state()["num_images"]) == 1
+    assert meter.compute()["per_image_miou"] == pytest.approx(2 / 3)
 
 
 def test_saliency_rejects_non_binary_labels():
@@ -222,6 +238,7 @@ def test_reduce_applies_function_to_every_state_tensor():
     meter.reduce_(lambda t: t * 2)  # "two identical processes": counts double, IoU unchanged
     assert int(meter.state()["confusion"].sum()) == 10
     assert meter.compute()["miou"] == pytest.approx(before)
+    assert meter.to("cpu") is meter and meter.compute()["miou"] == pytest.approx(before)  # moves keep the state
     with pytest.raises(ValueError, match="shape"):
         meter.load_state({"confusion": torch.zeros(4, 4)})
     with pytest.raises(KeyError, match="expected keys"):

@@ -38,6 +38,13 @@ class Meter:
             self._device = tensor.device
             self._state = {k: v.to(self._device) for k, v in self._state.items()}
 
+    def to(self, device: torch.device | str) -> "Meter":
+        """Move the state, e.g. to the accelerator's device before a cross-process reduce on a process that saw
+        no batch (state otherwise follows the first batch's device)."""
+        self._device = torch.device(device)
+        self._state = {k: v.to(self._device) for k, v in self._state.items()}
+        return self
+
     def _add(self, name: str, value: Tensor) -> None:
         self._state[name] += value.to(device=self._device, dtype=self._state[name].dtype)
 

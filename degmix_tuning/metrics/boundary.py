@@ -23,6 +23,7 @@ number "odsF (SEISM-style approx.)" when comparing with published tables.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,13 +36,21 @@ from .base import IGNORE_INDEX, Meter, check_batch_shapes
 from .thinning import thin
 
 
-def boundary_thresholds(kind: str | int = "default") -> np.ndarray:
-    """'default' / 99: 0.01..0.99 (MTI-Net, no NMS); 'hed' / 101: 0.001, 0.01..0.99, 0.999 (SEISM HED.txt)."""
-    if kind in ("default", 99):
-        return np.arange(1, 100) / 100.0
-    if kind in ("hed", 101):
-        return np.concatenate([[0.001], np.arange(1, 100) / 100.0, [0.999]])
-    raise ValueError(f"unknown boundary threshold set {kind!r}; use 'default' (99 values) or 'hed' (101 values)")
+def boundary_thresholds(kind: str | int | Sequence[float] = "default") -> np.ndarray:
+    """'default' / 99: 0.01..0.99 (MTI-Net, no NMS); 'hed' / 101: 0.001, 0.01..0.99, 0.999 (SEISM HED.txt);
+    or an explicit increasing sequence in (0, 1) (fewer thresholds = proportionally faster, coarser ODS)."""
+    if isinstance(kind, str) or isinstance(kind, int):
+        if kind in ("default", 99):
+            return np.arange(1, 100) / 100.0
+        if kind in ("hed", 101):
+            return np.concatenate([[0.001], np.arange(1, 100) / 100.0, [0.999]])
+        raise ValueError(f"unknown boundary threshold set {kind!r}; use 'default' (99 values), 'hed' (101 values) "
+                         "or a list of increasing thresholds in (0, 1)")
+    values = np.asarray(kind, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0 or (values <= 0).any() or (values >= 1).any() or (
+            np.diff(values) <= 0).any():
+        raise ValueError(f"boundary thresholds must be a non-empty increasing list inside (0, 1), got {kind!r}")
+    return values
 
 
 class BoundaryMatcher:
@@ -127,7 +136,8 @@ def f_measure(cnt_r: np.ndarray, sum_r: np.ndarray, cnt_p: np.ndarray, sum_p: np
 class BoundaryMeter(Meter):
     """State: per-threshold cntR/sumR/cntP/sumP, the OIS counts and the image count (all int64)."""
 
-    def __init__(self, max_dist: float, thresholds: str | int = "default", thin_gt: bool = True, name: str = "edge"):
+    def __init__(self, max_dist: float, thresholds: str | int | Sequence[float] = "default", thin_gt: bool = True,
+                 name: str = "edge"):
         if not 0 < max_dist < 1:
             raise ValueError(f"{name}: max_dist is a fraction of the image diagonal (0.011 NYUD, 0.0075 PASCAL), "
                              f"got {max_dist}")

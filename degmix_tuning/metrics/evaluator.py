@@ -103,6 +103,12 @@ class MultiTaskEvaluator:
         if extra:
             raise KeyError(f"evaluator.load_state: keys for tasks that are not evaluated: {extra}")
 
+    def to(self, device) -> "MultiTaskEvaluator":
+        """Move every meter's state to `device` (do this before `reduce_` when a process may have seen no batch)."""
+        for meter in self.meters.values():
+            meter.to(device)
+        return self
+
     def reduce_(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Apply `fn` (e.g. a cross-process sum) to every state tensor of every meter."""
         for meter in self.meters.values():

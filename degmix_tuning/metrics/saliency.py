@@ -8,7 +8,8 @@ P = TP/PP, R = TP/AP, F = (1 + b2) P R / (b2 P + R) with b2 = 0.3, NaN -> 0, max
 `per_image_miou` (MTI-Net/MTLoRA `SaliencyMeter`, the saliency number behind MTI-Net's and MTLoRA's tables and
 Delta-m): per image and threshold t in linspace(0.2, 0.9, 15), positive = prob > t (strict), Jaccard = TP / union
 (1 when both are empty), averaged over images; the reported value is the max over t. One deviation: pixels
-labelled 255 are excluded here too (MTI-Net's saliency labels have none). Values are fractions in [0, 1].
+labelled 255 are excluded here too, and fully ignored images are skipped (MTI-Net's saliency labels have no
+255). Values are fractions in [0, 1].
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ class SaliencyMeter(Meter):
         actual = (positive & valid).flatten(1).sum(1, keepdim=True).double()
         union = pred_pos + actual - tp
         iou = torch.where(union > 0, tp / union.clamp_min(1), torch.ones_like(union))
-        self._add("image_iou_sum", iou.sum(0))
-        self._add("num_images", torch.tensor(batch))
+        has_pixels = valid.flatten(1).any(dim=1)  # an image that is entirely 255 is not an image to score
+        self._add("image_iou_sum", iou[has_pixels].sum(0))
+        self._add("num_images", has_pixels.sum())
 
     def compute(self) -> dict:
         f = f_beta(self._state["tp"], self._state["pred_pos"], self._state["actual_pos"].expand_as(self._state["tp"]),

@@ -57,23 +57,35 @@ def thin(mask: np.ndarray) -> np.ndarray:
     weights = (1 << np.arange(8)).astype(np.int64)
     border = np.zeros_like(padded)
     border[1:-1, 1:-1] = mask & ~_interior(padded)
-    # dirty[k]: pixels subiteration k must (re-)examine. Interior pixels are never deletable and a pixel's status
-    # only changes when a neighbour is deleted, so start from the border and then mark deletions' neighbours.
-    dirty = [border.reshape(-1), border.reshape(-1).copy()]
+    # queue[k]: pixels subiteration k must (re-)examine, flagged in queued[k] so none is queued twice. Interior
+    # pixels are never deletable and a pixel's status only changes when a neighbour is deleted, so start from
+    # the border and then queue the deletions' neighbours. The bookkeeping costs O(deletions), not O(H * W).
+    start = np.flatnonzero(border)
+    queue = [start, start]
+    queued = [border.reshape(-1), border.reshape(-1).copy()]
+    last_seen = np.empty(on.size, dtype=np.int64)  # scratch for de-duplicating neighbour lists
     luts = (_DELETE_FIRST, _DELETE_SECOND)
     quiet = 0  # consecutive subiterations without deletions; two means converged
     which = 0
     while quiet < 2:
-        cand = np.flatnonzero(dirty[which])
-        dirty[which][cand] = False
+        cand = queue[which]
+        queued[which][cand] = False
+        queue[which] = cand[:0]
         cand = cand[on[cand]]
         codes = on[cand[:, None] + offsets].astype(np.int64) @ weights
         deleted = cand[luts[which][codes]]
         if deleted.size:
             on[deleted] = False
             touched = (deleted[:, None] + offsets).ravel()
-            dirty[0][touched] = True
-            dirty[1][touched] = True
+            touched = touched[on[touched]]
+            order = np.arange(len(touched))
+            # with repeated indices one of the writes wins (whichever), so exactly one copy of each index matches
+            last_seen[touched] = order
+            touched = touched[last_seen[touched] == order]
+            for k in (0, 1):
+                new = touched[~queued[k][touched]]
+                queued[k][new] = True
+                queue[k] = np.concatenate([queue[k], new])
             quiet = 0
         else:
             quiet += 1
