@@ -322,3 +322,18 @@ def test_evaluator_state_sum_equals_pooled_run_and_errors():
     with pytest.raises(KeyError, match="unknown meter"):
         METERS.get("segm")
 
+
+
+def test_evaluator_consumes_real_model_outputs(tiny_model):
+    info = get_dataset_info("nyud")
+    g = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, 64, 64, generator=g)
+    depth = torch.rand(2, 1, 64, 64, generator=g) * 5
+    depth[:, :, :8] = 255  # padded rows
+    batch = {"image": images, "semseg": torch.randint(0, 40, (2, 64, 64), generator=g), "depth": depth}
+    evaluator = MultiTaskEvaluator(tiny_model.tasks, info)
+    with torch.no_grad():
+        evaluator.update(tiny_model(images), batch)
+    results = evaluator.compute()
+    assert 0.0 <= results["semseg"]["miou"] <= 1.0 and len(results["semseg"]["iou_per_class"]) == 40
+    assert results["depth"]["num_pixels"] == 2 * 56 * 64 and math.isfinite(results["depth"]["rmse"])
