@@ -1,0 +1,158 @@
+"""FLOPs per image of each part of a DeGMix model (backbone, encoder, decoder, heads), and of a whole train step.
+
+Counted with `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per multiply-add; matmul, conv, attention).
+Two ops the counter does not see are added by hand:
+
+* torchvision's `deform_conv2d` (a custom op): its 1x1 channel mix is 2*B*H*W*C_in*C_out FLOPs forward (backward:
+  2x that, input and weight gradients); the bilinear sampling is not counted.
+* the CPU flash-attention kernel `aten._scaled_dot_product_flash_attention_for_cpu` (what `F.scaled_dot_product_
+  attention` runs on CPU) has no formula in torch 2.14; we register torch's own SDPA formulas for it.
+
+Run: `python benchmarks/flops.py --backbone swin_t --size 224 288 --interaction global`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.utils import flop_counter as fc
+
+
+def ensure_cpu_attention_counted() -> None:
+    """Give the CPU flash-attention ops the same FLOP formulas torch uses for the CUDA SDPA kernels."""
+    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if fwd in fc.flop_registry or fwd.default in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(fwd)
+    def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @fc.register_flop_formula(bwd)
+    def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+@contextmanager
+def deform_flops_counter(model: nn.Module, backward: bool = False):
+    """Counts the 1x1 matmul of every `ChannelDeformableConv` call: yields a dict {"flops": n}. With
+    backward=True each call also adds the backward's 2x (grad input + grad weight)."""
+    from degmix_tuning.models.deformable_mixer import ChannelDeformableConv
+
+    total = {"flops": 0}
+
+    def hook(module, inputs, output):
+        b, c_in, h, w = inputs[0].shape
+        c_out = module.weight.shape[0]
+        total["flops"] += 2 * b * h * w * c_in * c_out * (3 if backward else 1)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ChannelDeformableConv)]
+    try:
+        yield total
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _part_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
+    groups = {"backbone": [model.backbone]}
+    head = model.head
+    if hasattr(head, "parameter_groups"):
+        groups.update(head.parameter_groups())
+    else:
+        groups["head"] = [head]
+    return groups
+
+
+def _expand(modules: list[nn.Module]) -> list[nn.Module]:
+    """ModuleDict/ModuleList containers are never called: count their children."""
+    out = []
+    for m in modules:
+        out.extend(_expand(list(m.children())) if isinstance(m, (nn.ModuleDict, nn.ModuleList)) else [m])
+    return out
+
+
+@torch.no_grad()
+def flops_per_part(model: nn.Module, size: tuple[int, int], batch: int = 1) -> dict[str, int]:
+    """Forward FLOPs per image of each part: {"backbone", "encoder", "decoder", "heads", "deform_1x1", "total"}.
+    `encoder` is what the counter sees in fusion + mixers; `deform_1x1` is the analytic deform matmul."""
+    ensure_cpu_attention_counted()
+    was_training = model.training
+    model.eval()
+    x = torch.randn(batch, 3, *size)
+    with deform_flops_counter(model) as deform, fc.FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    names = {id(m): n for n, m in model.named_modules()}
+    parts: dict[str, int] = {}
+    for part, modules in _part_modules(model).items():
+        parts[part] = sum(sum(counts.get(f"{root}.{names[id(m)]}", {}).values()) for m in _expand(modules)) // batch
+    parts["deform_1x1"] = deform["flops"] // batch
+    parts["total"] = sum(v for k, v in parts.items())
+    counted_total = sum(counts.get("Global", {}).values()) // batch
+    missing = counted_total - (parts["total"] - parts["deform_1x1"])
+    if missing:  # FLOPs outside the named parts (should not happen): keep them visible instead of dropping them
+        parts["other"] = missing
+        parts["total"] += missing
+    return parts
+
+
+def train_step_flops(step_fn, model: nn.Module) -> int:
+    """FLOPs of one call of `step_fn()` (forward + backward + optimizer), deform matmuls added analytically."""
+    ensure_cpu_attention_counted()
+    with deform_flops_counter(model, backward=True) as deform, fc.FlopCounterMode(display=False) as counter:
+        step_fn()
+    return counter.get_total_flops() + deform["flops"]
+
+
+def main(argv=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from degmix_tuning import create_model
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default=None, help="model preset (default: degmix_tuning_<backbone>_nyud)")
+    ap.add_argument("--backbone", default="swin_t")
+    ap.add_argument("--size", type=int, nargs=2, default=(224, 288), metavar=("H", "W"))
+    ap.add_argument("--tasks", default="semseg,depth")
+    ap.add_argument("--dim", type=int, default=None, help="head width d (preset default: 128)")
+    ap.add_argument("--interaction", default=None, help="global | pixel | official (preset default: global)")
+    args = ap.parse_args(argv)
+    model = build_benchmark_model(args)
+    parts = flops_per_part(model, tuple(args.size))
+    table = Table(title=f"forward GFLOPs per image, {args.backbone} {args.size[0]}x{args.size[1]}, "
+                        f"d={model.head.cfg.dim}, interaction={model.head.cfg.interaction}")
+    table.add_column("part")
+    table.add_column("GFLOPs", justify="right")
+    table.add_column("GMACs", justify="right")
+    table.add_column("share", justify="right")
+    for k, v in parts.items():
+        table.add_row(k, f"{v / 1e9:.2f}", f"{v / 2e9:.2f}", f"{v / parts['total']:.0%}")
+    Console(width=max(Console().width, 100)).print(table)
+    del create_model
+
+
+def build_benchmark_model(args):
+    """The tuning preset of `args.backbone` (NYUD) with the benchmark's tasks, size and head overrides."""
+    from degmix_tuning import create_model
+    from degmix_tuning.models.presets import get_preset
+
+    preset = args.preset or f"degmix_tuning_{args.backbone}_nyud"
+    cfg = get_preset(preset)
+    head = cfg.head.to_dict()
+    if getattr(args, "dim", None):
+        head["dim"] = args.dim
+    if getattr(args, "interaction", None):
+        head["interaction"] = args.interaction
+    return create_model(cfg, tasks=tuple(args.tasks.split(",")), img_size=tuple(args.size), head=head)
+
+
+if __name__ == "__main__":
+    main()
