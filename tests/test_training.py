@@ -61,6 +61,7 @@ def test_run_folder_contents(trained_run):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [0, 30]
     assert lines[-1]["metrics"]["depth"]["rmse"] == pytest.approx(trained_run.final_metrics["depth"]["rmse"])
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
     rows = (run / "log.csv").read_text().splitlines()
     assert rows[0] == "step,key,value" and any(",train/loss_semseg," in r for r in rows)
     summary = json.loads((run / "summary.json").read_text())

@@ -123,11 +123,13 @@ def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
         trackers.append(CSVTracker(run_name=run_dir.name, logging_dir=run_dir))
     # the "official" interaction leaves the q/k projections unused; DDP must be told
     unused = cfg.model.head.interaction == "official"
+    from accelerate.utils import ProjectConfiguration
+
     return Accelerator(
         mixed_precision=mp,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None,
-        project_dir=str(run_dir),
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
         dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
         step_scheduler_with_optimizer=False,
@@ -193,6 +195,8 @@ def train(
     set_seed(tc.seed)
 
     model = build_model(cfg)
+    if tc.sync_bn and accelerator.num_processes > 1:  # the official recipe syncs BatchNorm statistics across GPUs
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     apply_fast_path(model, tc)  # fast path: channels_last / compiled head (train.channels_last, train.compile_head)
     info = get_dataset_info(cfg.model.dataset)
     tasks = list(cfg.model.tasks)
