@@ -33,7 +33,8 @@ def ensure_cpu_attention_counted() -> None:
         return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
 
     @fc.register_flop_formula(bwd)
-    def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
+                           **kwargs) -> int:
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -115,8 +116,6 @@ def main(argv=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from degmix_tuning import create_model
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default=None, help="model preset (default: degmix_tuning_<backbone>_nyud)")
     ap.add_argument("--backbone", default="swin_t")
@@ -136,7 +135,6 @@ def main(argv=None) -> None:
     for k, v in parts.items():
         table.add_row(k, f"{v / 1e9:.2f}", f"{v / 2e9:.2f}", f"{v / parts['total']:.0%}")
     Console(width=max(Console().width, 100)).print(table)
-    del create_model
 
 
 def build_benchmark_model(args):

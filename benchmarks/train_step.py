@@ -5,7 +5,9 @@ recipe (SGD 0.9 momentum, MultiTaskLoss), warmed up, then timed in interleaved r
 every method), so machine load hits all methods alike; the median step time is reported, with ratios to `full`.
 
 Rows: the tuning methods of --methods, plus "degmix+cache" with --cache (the head-only step on features from the
-in-memory `FeatureCache`, digest checks included), plus "degmix+infmode" with --inference-mode.
+in-memory `FeatureCache`, digest checks included), "degmix+infmode" with --inference-mode (backbone under
+torch.inference_mode), "degmix+compile" with --compile-head (head compiled in place; the compile happens in the
+first, untimed call).
 
 Memory (CPU): the peak resident set size during one step minus the RSS just before it (Linux VmHWM, reset through
 /proc/self/clear_refs before each step; glibc's mmap threshold is pinned to 64 KiB so freed tensors leave the RSS).
@@ -58,6 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--channels-last", action="store_true", help="channels_last weights and images")
     ap.add_argument("--cache", action="store_true", help="add the degmix+cache row (head-only step)")
     ap.add_argument("--inference-mode", action="store_true", help="add degmix+infmode (backbone in inference_mode)")
+    ap.add_argument("--compile-head", action="store_true", help="add degmix+compile (torch.compile of the head)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     ap.add_argument("--seed", type=int, default=0)
@@ -68,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         rows.append("degmix+cache")
     if args.inference_mode and "degmix+infmode" not in rows:
         rows.append("degmix+infmode")
+    if args.compile_head and "degmix+compile" not in rows:
+        rows.append("degmix+compile")
     args.rows = rows
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
@@ -160,7 +165,7 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     import torch
 
     from degmix_tuning.training.fast_path import (
-        autocast, channels_last_images, frozen_features_inference_mode, to_channels_last,
+        autocast, channels_last_images, compile_head, frozen_features_inference_mode, to_channels_last,
     )
     from degmix_tuning.training.feature_cache import FeatureCache
     from degmix_tuning.tuning import apply_tuning
@@ -168,7 +173,9 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
 
     method, _, variant = row.partition("+")
     if variant and method != "degmix":
-        raise ValueError(f"row {row!r}: +cache / +infmode apply to degmix only")
+        raise ValueError(f"row {row!r}: +cache / +infmode / +compile apply to degmix only")
+    if variant not in ("", "cache", "infmode", "compile"):
+        raise ValueError(f"row {row!r}: unknown variant {variant!r}; use +cache, +infmode or +compile")
     torch.manual_seed(args.seed)
     model = build_benchmark_model(args)
     kwargs = {} if args.head == "default" or method == "degmix" else {"head": args.head}
@@ -178,6 +185,8 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     if args.channels_last:
         to_channels_last(model)
         images = channels_last_images(images)
+    if variant == "compile":
+        compile_head(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
@@ -248,14 +257,15 @@ def run(args) -> dict:
         from flops import flops_per_part, train_step_flops
 
         for r in runners:
-            r.step()  # first call outside the counter fills the +cache row's cache, like a warm-up step
-            r.flops = train_step_flops(r.step, r.model) // args.batch
+            r.step()  # first call outside the counter fills the +cache row's cache / compiles, like a warm-up step
+            if not r.name.endswith("+compile"):  # a compiled head hides its ops from the counter
+                r.flops = train_step_flops(r.step, r.model) // args.batch
         degmix = next((r for r in runners if r.method == "degmix"), None)
         if degmix is not None:
             flop_parts = flops_per_part(degmix.model, tuple(args.size))
 
     for r in runners:
-        for _ in range(args.warmup):
+        for _ in range(max(args.warmup, 1 if r.name.endswith("+compile") else 0)):
             r.step()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(args.steps):
@@ -286,7 +296,8 @@ def run(args) -> dict:
         else:
             targets.append({"row": row, "ref": ref, "limit": limit, "ratio": None, "pass": None})
     return {"args": {k: v for k, v in vars(args).items() if k != "rows"}, "rows_run": args.rows, "machine": info,
-            "device": device, "memory_kind": mem.kind, "results": rows, "targets": targets, "flops_per_part": flop_parts}
+            "device": device, "memory_kind": mem.kind, "results": rows, "targets": targets,
+            "flops_per_part": flop_parts}
 
 
 def print_report(res: dict) -> None:

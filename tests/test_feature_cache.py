@@ -186,13 +186,15 @@ def test_training_with_cache_gives_the_same_head_weights(tmp_path, synthetic_cac
         return read_adapter(train(_train_cfg(tmp_path / out, *extra), show_progress=False).adapter_path)[0]
 
     # one epoch (9 train images, batch 3): every feature is computed in the same batch as without the cache -> exact
-    ref3, mem3 = weights("plain3", "train.max_steps=3"), weights("mem3", "train.max_steps=3", "train.feature_cache=memory")
+    ref3 = weights("plain3", "train.max_steps=3")
+    mem3 = weights("mem3", "train.max_steps=3", "train.feature_cache=memory")
     assert ref3.keys() == mem3.keys() and len(ref3) > 10
     for k in ref3:
         assert torch.equal(mem3[k], ref3[k]), f"single-epoch cached run differs at {k}"
 
     # 5 steps cross the epoch boundary: epoch 2 reads every feature from the cache
-    ref, mem, disk = weights("plain"), weights("mem", "train.feature_cache=memory"), weights("disk", "train.feature_cache=disk")
+    ref = weights("plain")
+    mem, disk = weights("mem", "train.feature_cache=memory"), weights("disk", "train.feature_cache=disk")
     set_seed(0)
     init = {k: v for k, v in build_model(_train_cfg(tmp_path / "init")).state_dict().items() if k in ref}
     assert max((ref[k] - init[k]).abs().max().item() for k in ref) > 1e-3  # training moved the weights

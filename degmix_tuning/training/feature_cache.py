@@ -69,8 +69,9 @@ def check_not_random_crop(sizes: Sequence[Sequence[int]], crop_size: Sequence[in
         if h > crop_size[0] or w > crop_size[1]:
             raise FeatureCacheError(
                 f"train.feature_cache: image {image_id!r} is {h}x{w} (HxW), larger than data.crop_size "
-                f"{crop_size[0]}x{crop_size[1]}, so every epoch takes a different random crop of it and cached features "
-                f"would be wrong. Set data.crop_size to at least the largest image size, or train.feature_cache=off."
+                f"{crop_size[0]}x{crop_size[1]}, so every epoch takes a different random crop of it and cached "
+                "features would be wrong. Set data.crop_size to at least the largest image size, or "
+                "train.feature_cache=off."
             )
 
 
@@ -207,7 +208,8 @@ class FeatureCache:
         return meta.get("image_digest", ""), feats, layouts
 
     # -- batches
-    def batch_features(self, extract: Callable[[Tensor], list[Tensor]], images: Tensor, ids: Sequence[str]) -> list[Tensor]:
+    def batch_features(self, extract: Callable[[Tensor], list[Tensor]], images: Tensor,
+                       ids: Sequence[str]) -> list[Tensor]:
         """Backbone maps for a batch: cached entries where valid, `extract(images[missing])` for the rest (stored).
 
         The maps come back in the memory layout the backbone produced (e.g. channels_last strides after a
@@ -331,7 +333,8 @@ def build_train_feature_cache(cfg, model: nn.Module, run_dir: Path, autocast=Non
     if trainable:
         raise FeatureCacheError(
             f"train.feature_cache needs a frozen backbone, but tuning method {cfg.tuning!r} trains {len(trainable)} "
-            f"backbone parameters (e.g. {trainable[0]!r}); use it with degmix/decoder_only, or set train.feature_cache=off"
+            f"backbone parameters (e.g. {trainable[0]!r}); use it with degmix/decoder_only, or set "
+            "train.feature_cache=off"
         )
     key, description = feature_cache_key(cfg.model.backbone, model.backbone, cache_settings(cfg))
     directory = None
