@@ -11,7 +11,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one intra-op thread: the tests use tiny tensors, and OpenMP threads spin badly when other processes share the cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
