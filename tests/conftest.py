@@ -43,3 +43,16 @@ def tiny_model():
     from degmix_tuning import create_model
 
     return create_model("degmix_tuning_tiny_nyud")
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory):
+    """Point the synthetic-dataset cache (DEGMIX_CACHE) at a per-session folder, never the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("synthetic_cache")
+    old = os.environ.get("DEGMIX_CACHE")
+    os.environ["DEGMIX_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DEGMIX_CACHE", None)
+    else:
+        os.environ["DEGMIX_CACHE"] = old

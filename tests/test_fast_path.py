@@ -13,14 +13,6 @@ from degmix_tuning.training.fast_path import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_channels_last_keeps_outputs_and_names(tiny_model):
     x = torch.randn(2, 3, 32, 48)
     tiny_model.eval()

@@ -3,7 +3,6 @@ clear refusals for random transforms and trainable backbones."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from degmix_tuning.training.feature_cache import (
     FeatureCache, FeatureCacheError, build_train_feature_cache, cache_settings, check_cacheable_transforms,
     check_not_random_crop, feature_cache_key, weights_digest,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, loaded 2-core machine OpenMP spin-waiting makes 2 threads ~30x slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _key(model, **settings):
@@ -153,18 +143,6 @@ def test_trainable_backbone_is_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- training
-@pytest.fixture(scope="module")
-def synthetic_cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("synthetic_cache")
-    old = os.environ.get("DEGMIX_CACHE")
-    os.environ["DEGMIX_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DEGMIX_CACHE", None)
-    else:
-        os.environ["DEGMIX_CACHE"] = old
-
-
 def _train_cfg(out: Path, *extra: str) -> ExperimentConfig:
     return ExperimentConfig().override([
         "model.backbone=tiny_swin", "model.head.dim=32", "model.tasks=semseg,depth",

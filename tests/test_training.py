@@ -28,21 +28,7 @@ def tiny_config(out: Path, **train_overrides) -> ExperimentConfig:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    import os
-
-    path = tmp_path_factory.mktemp("synthetic_cache")
-    old = os.environ.get("DEGMIX_CACHE")
-    os.environ["DEGMIX_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("DEGMIX_CACHE", None)
-    else:
-        os.environ["DEGMIX_CACHE"] = old
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache):
+def trained_run(tmp_path_factory, synthetic_cache):
     out = tmp_path_factory.mktemp("run") / "tiny"
     return train(tiny_config(out), show_progress=False)
 
@@ -82,7 +68,7 @@ def test_adapter_holds_only_trainable_state_and_reloads(trained_run):
         load_tuned(trained_run.adapter_path, backbone="resnet18")
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, cache):
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, synthetic_cache):
     full = train(tiny_config(tmp_path / "full", max_steps=6, checkpoint_every=3, eval_at_start="false"),
                  show_progress=False)
     interrupted_cfg = tiny_config(tmp_path / "cut", max_steps=6, checkpoint_every=3, eval_at_start="false")
@@ -104,7 +90,7 @@ def test_existing_run_is_not_overwritten(trained_run):
         train(cfg, show_progress=False)
 
 
-def test_nan_loss_stops_with_step_task_and_checkpoint(tmp_path, cache, monkeypatch):
+def test_nan_loss_stops_with_step_task_and_checkpoint(tmp_path, synthetic_cache, monkeypatch):
     from degmix_tuning.models.heads import TaskHead
 
     real_forward = TaskHead.forward
