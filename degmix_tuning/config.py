@@ -79,6 +79,17 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse a JSON file; a missing or malformed file raises an error naming the file and what it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+
+
 class ConfigBase:
     """Mixin for config dataclasses: JSON round trip and typed dotted overrides."""
 
@@ -117,14 +128,7 @@ class ConfigBase:
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"config file {str(path)!r} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "config file"))
 
     def override(self: C, assignments: list[str] | tuple[str, ...]) -> C:
         """Return a copy with dotted `key=value` assignments applied (`train.lr=1e-3`)."""

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..config import read_json
 from .config import DataConfig
 from .info import DatasetInfo, get_dataset_info
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, to_tensors
@@ -107,12 +108,7 @@ def _normals_context_ids(cfg: DataConfig):
     if cfg.normals_context_ids_file is None:
         return None
     path = Path(cfg.normals_context_ids_file)
-    if not path.is_file():
-        raise FileNotFoundError(f"data.normals_context_ids_file {str(path)!r} does not exist")
-    try:
-        ids = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); expected a list of PASCAL-Context ids") from exc
+    ids = read_json(path, "data.normals_context_ids_file (a JSON list of PASCAL-Context ids)")
     if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
         raise ValueError(f"{path}: expected a JSON list of integer PASCAL-Context ids")
     return ids

@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import read_json
+
 PAPER_METRICS: dict[str, tuple[str, float]] = {
     "semseg": ("miou", 100.0),
     "human_parts": ("miou", 100.0),
@@ -77,10 +79,7 @@ def load_run(run_dir: str | Path) -> RunRecord:
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"run {str(run_dir)!r} has metrics.jsonl but no config.json; cannot tell its method")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    cfg = read_json(cfg_path, "run config")
     step, metrics = _last_eval(run_dir / "metrics.jsonl")
     model = cfg.get("model", {})
     trainable = None
