@@ -9,7 +9,6 @@ import struct
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import save
 from torch import nn
 
@@ -29,14 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SUM_C = 16 + 32 + 64 + 128  # tiny_swin stage widths
 TINY_EXTRAS = 45_876  # patch embed + norms + bias tables + PatchMerging of tiny_swin (see test_tuning.py)
 TINY_LIGHT_HEAD = 682_961  # light head for semseg (40) + depth (1) on 16/32/64/128
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _row(method: str, dataset: str = "pascal", backbone: str = "swin_t"):

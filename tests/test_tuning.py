@@ -68,15 +68,6 @@ HAND_BACKBONE = {  # trainable backbone scalars per method, default configs, 2 t
 LIGHT = {"decoder_only", "mtlora", "ditask"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster, and immune to other processes competing for the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pristine():
     torch.manual_seed(0)
