@@ -130,6 +130,10 @@ def test_cli_evaluate_and_predict(trained_run, tmp_path):
     assert main(["predict", str(trained_run.run_dir), "--limit", "2", "--out", str(pred_dir)]) == 0
     pngs = sorted((pred_dir / "vis").glob("*.png"))
     assert len(pngs) == 2
+    from PIL import Image as _Image
+
+    # input | semseg | depth | semseg GT | depth GT, 64 px wide each with 4 px gaps
+    assert _Image.open(pngs[0]).size == (5 * 64 + 4 * 4, 48)
     from PIL import Image
 
     seg = sorted((pred_dir / "semseg").glob("*.png"))

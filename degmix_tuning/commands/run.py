@@ -106,7 +106,8 @@ def _predict(args: argparse.Namespace) -> int:
             size = tuple(int(s) for s in sample["meta"]["size"])
             preds = {t: centre_crop(postprocess(t, v[0]), size) for t, v in logits.items()}
             image = centre_crop(sample["image"].numpy(), size)
-            save_prediction(out, str(sample["meta"]["id"]), image, preds, mean, std)
+            labels = {t: centre_crop(sample[t].numpy(), size) for t in logits if t in sample}
+            save_prediction(out, str(sample["meta"]["id"]), image, preds, mean, std, labels)
             written += 1
     print(f"wrote predictions for {written} images to {out} (pictures in {out / 'vis'})")
     return 0
@@ -128,7 +129,7 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
     p.set_defaults(func=_evaluate)
 
-    q = sub.add_parser("predict", help="save per-task predictions (pictures + raw arrays) for a split or image files")
+    q = sub.add_parser("predict", help="save per-task predictions (pictures with ground truth + raw arrays) for a split or image files")
     _common(q)
     q.add_argument("--images", nargs="*", default=None, help="image files or folders (instead of a dataset split)")
     q.add_argument("--limit", type=int, default=None, help="at most this many images of the split")

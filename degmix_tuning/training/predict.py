@@ -33,8 +33,27 @@ def postprocess(task: str, logits: torch.Tensor) -> np.ndarray:
     return pred.cpu().numpy()
 
 
-def save_prediction(out_dir: Path, sample_id: str, image: np.ndarray, preds: dict[str, np.ndarray], mean, std) -> Path:
-    """Write the raw per-task files and `<out>/vis/<id>.png` (input | predictions). `image` is [3, H, W] normalised."""
+def label_panel(task: str, label: np.ndarray) -> np.ndarray:
+    """A ground-truth label (tasks.py convention, 255 = ignore) as an [H, W, 3] picture for the side-by-side view."""
+    if task in ("semseg", "human_parts", "sal"):
+        return colorize_labels(label.astype(np.int64))
+    if task == "normals":
+        valid = (label != 255).all(axis=0)
+        return np.where(valid[..., None], normals_to_rgb(np.where(valid, label, 0.0)), 255).astype(np.uint8)
+    values = label[0].astype(np.float64)
+    valid = values != 255
+    if task == "depth":
+        valid &= values > 0
+    picture = colorize_scalar(np.where(valid, values, np.nan), 0.0 if task == "edge" else None,
+                              1.0 if task == "edge" else None, cmap="gray" if task == "edge" else "magma_r")
+    picture[~valid] = 255
+    return picture
+
+
+def save_prediction(out_dir: Path, sample_id: str, image: np.ndarray, preds: dict[str, np.ndarray], mean, std,
+                    labels: dict[str, np.ndarray] | None = None) -> Path:
+    """Write the raw per-task files and `<out>/vis/<id>.png` (input | predictions | ground truth, when `labels`
+    are given). `image` is [3, H, W] normalised."""
     from scipy.io import savemat
 
     panels = [denormalize_image(image, mean, std)]
@@ -60,6 +79,8 @@ def save_prediction(out_dir: Path, sample_id: str, image: np.ndarray, preds: dic
             panels.append(colorize_scalar(depth))
         else:
             np.save(folder / f"{sample_id}.npy", p)
+    for task, label in (labels or {}).items():
+        panels.append(label_panel(task, label))
     vis = out_dir / "vis"
     vis.mkdir(parents=True, exist_ok=True)
     path = vis / f"{sample_id}.png"
