@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+import time
+
+import scipy.ndimage as ndi
+from scipy.sparse import random as sparse_random
+from scipy.sparse.csgraph import maximum_bipartite_matching
+
 from degmix_tuning.metrics import BoundaryMeter, boundary_thresholds, thin
-from degmix_tuning.metrics.boundary import image_boundary_counts, match_count
+from degmix_tuning.metrics.boundary import BoundaryMatcher, image_boundary_counts, match_count
+from degmix_tuning.metrics.matching import maximum_matching
 
 SIZE = 20
 # diagonal of a 20x20 image = 28.28 px; max_dist 0.05 -> radius 1.414: a 1-px shift (also diagonal) is inside,
@@ -97,6 +104,65 @@ def test_match_count_is_one_to_one_within_radius():
     pred2[0, [0, 2]] = True
     assert match_count(pred2, gt2, 1.0) == 2
     assert match_count(pred2, gt2, 0.5) == 0
+
+
+def konig_cover_size(indptr, indices, num_right, match_left, match_right) -> int:
+    """Size of the Koenig vertex cover built from a matching; it equals the matching size iff it is maximum."""
+    seen_left, seen_right = set(), set()
+    stack = [u for u in range(len(indptr) - 1) if match_left[u] < 0]
+    seen_left.update(stack)
+    while stack:  # alternating reachability from free left vertices
+        u = stack.pop()
+        for v in indices[indptr[u]:indptr[u + 1]].tolist():
+            if v not in seen_right:
+                seen_right.add(v)
+                w = int(match_right[v])
+                if w >= 0 and w not in seen_left:
+                    seen_left.add(w)
+                    stack.append(w)
+    cover_left = set(range(len(indptr) - 1)) - seen_left
+    for u in range(len(indptr) - 1):  # it must cover every edge
+        for v in indices[indptr[u]:indptr[u + 1]].tolist():
+            assert u in cover_left or v in seen_right
+    return len(cover_left) + len(seen_right)
+
+
+def check_matching(indptr, indices, num_right):
+    match_left, match_right = maximum_matching(indptr, indices, num_right)
+    size = int((match_left >= 0).sum())
+    for u in np.flatnonzero(match_left >= 0):  # a valid one-to-one matching along existing edges
+        assert match_left[u] in indices[indptr[u]:indptr[u + 1]] and match_right[match_left[u]] == u
+    assert int((match_right >= 0).sum()) == size
+    assert konig_cover_size(indptr, indices, num_right, match_left, match_right) == size  # certificate: maximum
+    return size
+
+
+def test_maximum_matching_is_certified_and_agrees_with_scipy_on_random_graphs():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        rows, cols = rng.integers(1, 30, size=2)
+        graph = sparse_random(rows, cols, density=rng.random() * 0.3, format="csr", random_state=rng.integers(1 << 30))
+        size = check_matching(graph.indptr, graph.indices, cols)
+        assert size == int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
+
+
+def test_maximum_matching_fast_on_contour_graph_that_stalls_scipy():
+    # a thinned prediction running along a GT contour on a 425x560 image: on graphs built like this one (same
+    # image, thresholds 0.69-0.71) scipy 1.17's maximum_bipartite_matching took 11-120 s (scipy issue #26147).
+    rng = np.random.default_rng(0)
+    region = ndi.gaussian_filter(rng.random((425, 560)), 21) > 0.5
+    gt = (region != np.roll(region, 1, 0)) | (region != np.roll(region, 1, 1))
+    prob = np.exp(-ndi.distance_transform_edt(~gt) / 1.5) + 0.1 * rng.standard_normal(gt.shape)
+    matcher = BoundaryMatcher(thin(gt), 0.011 * math.hypot(425, 560))
+    pred = thin(prob >= 0.70)
+    rows, cols = np.nonzero(pred & matcher.near_gt)
+    neighbours = matcher.gt_ids[((rows + matcher.pad) * matcher.stride + cols + matcher.pad)[:, None]
+                                + matcher.offsets[None, :]]
+    indptr = np.concatenate([[0], np.cumsum((neighbours >= 0).sum(axis=1))])
+    start = time.perf_counter()
+    size = check_matching(indptr, neighbours[neighbours >= 0], matcher.num_gt)
+    assert size == matcher.num_gt == matcher.count(pred)  # every GT pixel finds a partner
+    assert time.perf_counter() - start < 10.0  # includes the pure-Python certificate
 
 
 # ------------------------------------------------------------------------------------------------- odsF

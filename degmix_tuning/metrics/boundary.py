@@ -7,8 +7,8 @@ What it does, per image and per threshold t (default 99 thresholds 0.01..0.99 = 
      the GT boundary map (label == 1) is thinned once as SEISM does;
   3. match predicted to GT boundary pixels one-to-one within maxDist x image diagonal (maxDist from
      `DatasetInfo.edge_tolerance`: 0.011 NYUD, 0.0075 PASCAL) with a MAXIMUM-CARDINALITY bipartite matching
-     (pixel pairs within the radius + scipy's Hopcroft-Karp), standing in for BSDS `correspondPixels`' min-cost
-     assignment (which, with its large outlier cost, also maximises the number of matches);
+     (pixel pairs within the radius + augmenting paths, `matching.py`), standing in for BSDS `correspondPixels`'
+     min-cost assignment (which, with its large outlier cost, also maximises the number of matches);
   4. add cntR = matched GT pixels, sumR = GT pixels, cntP = matched predicted pixels, sumP = predicted pixels.
 ODS-F = max_t 2PR/(P+R) with P = sum cntP / sum sumP and R = sum cntR / sum sumR over the set (no interpolation
 between thresholds). OIS picks each image's best threshold and pools the counts at those thresholds.
@@ -28,11 +28,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_bipartite_matching
 from torch import Tensor
 
 from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .matching import maximum_matching_size
 from .thinning import thin
 
 
@@ -58,8 +57,8 @@ class BoundaryMatcher:
 
     Candidate pairs come from the integer pixel offsets inside the radius (distance <= radius), looked up in an
     image of GT pixel ids; predicted pixels farther than the radius from every GT pixel are dropped up front.
-    The maximum matching itself is scipy's Hopcroft-Karp (`maximum_bipartite_matching`), one call per map
-    (batching maps into one block-diagonal graph was measured slower: every phase then walks every block).
+    The maximum matching is `matching.maximum_matching` (scipy's `maximum_bipartite_matching` can take
+    exponential time on such chain-like graphs, see matching.py).
     """
 
     def __init__(self, gt_map: np.ndarray, radius: float):
@@ -70,7 +69,8 @@ class BoundaryMatcher:
         height, width = gt_map.shape
         self.pad = reach
         self.stride = width + 2 * reach
-        self.offsets = (dy[disk] * self.stride + dx[disk]).astype(np.int64)
+        nearest_first = np.argsort((dy ** 2 + dx ** 2)[disk], kind="stable")  # greedy start proposes nearest GT
+        self.offsets = (dy[disk] * self.stride + dx[disk]).astype(np.int64)[nearest_first]
         self.num_gt = int(gt_map.sum())
         ids = np.full((height + 2 * reach, self.stride), -1, dtype=np.int64)
         ids[reach:reach + height, reach:reach + width][gt_map] = np.arange(self.num_gt)
@@ -83,12 +83,15 @@ class BoundaryMatcher:
         if len(rows) == 0:
             return 0
         centres = (rows + self.pad) * self.stride + (cols + self.pad)
-        neighbours = self.gt_ids[centres[:, None] + self.offsets[None, :]]  # [num_pred, num_offsets]
-        hit = neighbours >= 0
-        indptr = np.concatenate([[0], np.cumsum(hit.sum(axis=1))])
-        graph = csr_matrix((np.ones(int(indptr[-1]), dtype=np.int8), neighbours[hit], indptr),
-                           shape=(len(rows), self.num_gt))
-        return int((maximum_bipartite_matching(graph, perm_type="column") >= 0).sum())
+        neighbours = self.gt_ids[centres[:, None] + self.offsets[None, :]]  # [num_pred, num_offsets], nearest first
+        pred_ids, ranks = np.nonzero(neighbours >= 0)
+        gt_ids = neighbours[pred_ids, ranks]
+        if len(rows) <= self.num_gt:  # the matcher is fastest with the smaller side as its "left" vertices
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(pred_ids, minlength=len(rows)))])
+            return maximum_matching_size(indptr, gt_ids, self.num_gt)
+        order = np.lexsort((ranks, gt_ids))  # GT-major, each GT pixel's candidates still nearest first
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(gt_ids, minlength=self.num_gt))])
+        return maximum_matching_size(indptr, pred_ids[order], len(rows))
 
 
 def match_count(pred_map: np.ndarray, gt_map: np.ndarray, radius: float) -> int:
