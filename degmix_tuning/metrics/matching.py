@@ -1,16 +1,16 @@
 """Maximum-cardinality bipartite matching with vectorised BFS phases (used by the boundary metric).
 
 Why not `scipy.sparse.csgraph.maximum_bipartite_matching`: its Hopcroft-Karp DFS never marks dead ends, so
-on chain-like "layered" graphs it takes exponential time (scipy issue #26147, open at the time of writing).
-Boundary matching produces exactly such graphs (a predicted contour running parallel to a GT contour): one
-425x560 image took 40-120 s for a single threshold. This matcher has no such blow-up.
+on chain-like "layered" graphs it can take exponential time (scipy issue #26147, open at the time of writing).
+Boundary matching builds such graphs (a predicted contour running along a GT contour): on one 425x560 image a
+single threshold took 11-120 s with scipy 1.17 and takes ~30 ms here.
 
-Algorithm (augmenting paths, Berge), after a vectorised greedy start: each phase grows, in numpy, a breadth-first alternating forest from
-every free left vertex at once (left -> any unvisited right; matched right -> its left partner). Each right
-vertex gets one parent, so every vertex belongs to exactly one tree; when a tree reaches a free right vertex
-the path back to its root is flipped and that tree stops growing, so the paths of one phase are disjoint.
-A phase without any augmentation proves the matching maximum (a blocked path would have been continued by
-the tree that visited the shared vertex first).
+Algorithm (augmenting paths, Berge), after a vectorised greedy start: each phase grows, in numpy, a
+breadth-first alternating forest from every free left vertex at once (left -> any unvisited right; matched
+right -> its left partner). Each right vertex gets one parent, so every vertex belongs to exactly one tree;
+when a tree reaches a free right vertex the path back to its root is flipped and that tree stops growing, so
+the paths of one phase are disjoint. A phase without any augmentation proves the matching maximum (a blocked
+path would have been continued by the tree that visited the shared vertex first).
 """
 
 from __future__ import annotations
