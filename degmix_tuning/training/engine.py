@@ -148,6 +148,7 @@ def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max
             out = model(batch["image"])
             evaluator.update({t: v.float() for t, v in out.items()}, batch)
     if accelerator is not None and accelerator.num_processes > 1:
+        evaluator.to(accelerator.device)  # a process that saw no batch still holds its (empty) state on the CPU
         evaluator.reduce_(lambda t: accelerator.reduce(t.contiguous(), reduction="sum"))
     metrics = evaluator.compute()
     model.train(was_training)
