@@ -34,8 +34,7 @@ from torch import Tensor, nn
 
 from .base import TuningConfig, register_tuning_method
 from .extras import BackboneExtras, unfreeze_extras
-from .streams import MultiTaskLayer, attach_task_streams, replace_module
-from .structure import block_targets, find_stages, network_of, require_targets
+from .streams import MultiTaskLayer, wrap_stage_blocks
 
 INITS = ("zero", "random")
 
@@ -138,29 +137,16 @@ class DiTASKConfig(TuningConfig):
 
 
 def apply(model: nn.Module, cfg: DiTASKConfig) -> None:
-    backbone = model.backbone
-    stages = find_stages(backbone)
-    unfreeze_extras(backbone, cfg.extras)
-    tasks = list(model.head.tasks)
-    net = network_of(backbone)
-    streams = cfg.task_tess > 1
-    found = []
-    for stage in stages:
-        for block_name, block in zip(stage.block_names, stage.blocks):
-            stage_end = streams and block is stage.blocks[-1]
-            for name, layer in block_targets(block, cfg.target_types):
-                leaf = name.rpartition(".")[2]
-                groups = 3 if leaf in cfg.fused_qkv else 1
-                if layer.weight.shape[0] % groups:
-                    raise ValueError(f"ditask: {block_name}.{name} is listed in fused_qkv but its "
-                                     f"{layer.weight.shape[0]} outputs do not split into 3 equal parts")
-                layer_tasks = tasks if stage_end and leaf not in cfg.task_exclude else []
-                replace_module(net, f"{block_name}.{name}", SpectralWarpLayer(
-                    layer, cfg.tess, layer_tasks, cfg.task_tess, groups, cfg.dropout, cfg.init))
-                found.append(name)
-    require_targets(found, "ditask", backbone, cfg.target_types)
-    if streams:
-        attach_task_streams(model, stages, "ditask")
+    unfreeze_extras(model.backbone, cfg.extras)
+
+    def make_layer(name: str, layer: nn.Module, layer_tasks: list[str]) -> nn.Module:
+        groups = 3 if name.rpartition(".")[2] in cfg.fused_qkv else 1
+        if layer.weight.shape[0] % groups:
+            raise ValueError(f"ditask: {name} is listed in fused_qkv but its "
+                             f"{layer.weight.shape[0]} outputs do not split into 3 equal parts")
+        return SpectralWarpLayer(layer, cfg.tess, layer_tasks, cfg.task_tess, groups, cfg.dropout, cfg.init)
+
+    wrap_stage_blocks(model, "ditask", cfg.target_types, cfg.task_exclude, cfg.task_tess > 1, make_layer)
 
 
 register_tuning_method("ditask", DiTASKConfig, apply)

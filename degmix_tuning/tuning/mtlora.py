@@ -31,8 +31,7 @@ from torch import Tensor, nn
 
 from .base import TuningConfig, register_tuning_method
 from .extras import BackboneExtras, unfreeze_extras
-from .streams import MultiTaskLayer, attach_task_streams, replace_module
-from .structure import block_targets, find_stages, network_of, require_targets
+from .streams import MultiTaskLayer, wrap_stage_blocks
 
 
 class LowRankDelta(nn.Module):
@@ -94,23 +93,10 @@ class MTLoRAConfig(TuningConfig):
 
 
 def apply(model: nn.Module, cfg: MTLoRAConfig) -> None:
-    backbone = model.backbone
-    stages = find_stages(backbone)
-    unfreeze_extras(backbone, cfg.extras)
-    tasks = list(model.head.tasks)
-    net = network_of(backbone)
-    found = []
-    for stage in stages:
-        for block_name, block in zip(stage.block_names, stage.blocks):
-            stage_end = block is stage.blocks[-1] and cfg.task_rank > 0
-            for name, layer in block_targets(block, cfg.target_types):
-                layer_tasks = tasks if stage_end and name.rpartition(".")[2] not in cfg.task_exclude else []
-                replace_module(net, f"{block_name}.{name}", MTLoRALayer(
-                    layer, cfg.rank, cfg.scale, layer_tasks, cfg.task_rank, cfg.task_scale, cfg.dropout))
-                found.append(name)
-    require_targets(found, "mtlora", backbone, cfg.target_types)
-    if cfg.task_rank > 0:
-        attach_task_streams(model, stages, "mtlora")
+    unfreeze_extras(model.backbone, cfg.extras)
+    wrap_stage_blocks(model, "mtlora", cfg.target_types, cfg.task_exclude, cfg.task_rank > 0,
+                      lambda name, layer, layer_tasks: MTLoRALayer(
+                          layer, cfg.rank, cfg.scale, layer_tasks, cfg.task_rank, cfg.task_scale, cfg.dropout))
 
 
 register_tuning_method("mtlora", MTLoRAConfig, apply)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .structure import Stage, network_of
+from typing import Callable
+
+from .structure import Stage, block_targets, find_stages, network_of, require_targets
 
 
 class MultiTaskLayer(nn.Module):
@@ -165,3 +167,29 @@ def attach_task_streams(model: nn.Module, stages: list[Stage], method: str) -> T
 
 
 __all__ = ["MultiTaskLayer", "TaskStreamBlock", "TaskStreams", "attach_task_streams", "replace_module"]
+
+
+def wrap_stage_blocks(model: nn.Module, method: str, target_types: tuple[str, ...], task_exclude, streams: bool,
+                      make_layer: Callable[[str, nn.Module, list[str]], nn.Module]) -> None:
+    """Replace every target layer of every block with `make_layer(dotted_path, layer, layer_tasks)`.
+
+    `layer_tasks` is the model's task list for the last block of each stage when `streams` is on (except layers
+    whose leaf name is in `task_exclude`), else []. With streams, per-task feature streams are attached afterwards.
+    Shared by the MTLoRA and DiTASK layouts (shared update everywhere, task-specific update at stage ends).
+    """
+    backbone = model.backbone
+    stages = find_stages(backbone)
+    tasks = list(model.head.tasks)
+    net = network_of(backbone)
+    found = []
+    for stage in stages:
+        for block_name, block in zip(stage.block_names, stage.blocks):
+            stage_end = streams and block is stage.blocks[-1]
+            for name, layer in block_targets(block, target_types):
+                layer_tasks = tasks if stage_end and name.rpartition(".")[2] not in task_exclude else []
+                path = f"{block_name}.{name}"
+                replace_module(net, path, make_layer(path, layer, layer_tasks))
+                found.append(name)
+    require_targets(found, method, backbone, target_types)
+    if streams:
+        attach_task_streams(model, stages, method)
