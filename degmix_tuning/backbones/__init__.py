@@ -13,7 +13,9 @@ import timm
 
 from ..registry import Registry
 from .base import FeatureBackbone, FeatureInfo, freeze_module, is_frozen, state_fingerprint
-from .timm_backbone import LayerNorm2d, TimmBackbone, load_weights_file
+from .swin import SwinBackbone
+from .timm_backbone import LayerNorm2d, TimmBackbone
+from .weights import load_backbone_state, read_weights_file
 
 BACKBONES: Registry[Callable[..., FeatureBackbone]] = Registry("backbone")
 
@@ -41,7 +43,7 @@ def create_backbone(name: str, **kwargs) -> FeatureBackbone:
     return backbone
 
 
-# DeGMix's Swin slot: timm Swin with a LayerNorm on every stage output (mmseg layout, as the official backbone).
+# DeGMix's Swin slot: timm Swin weights + a LayerNorm on every stage output, computing the official mmseg features.
 _SWIN = {
     "swin_t": "swin_tiny_patch4_window7_224",
     "swin_s": "swin_small_patch4_window7_224",
@@ -52,10 +54,9 @@ _SWIN = {
 
 def _swin_factory(timm_name: str):
     def factory(*, tag: str | None = None, **kwargs) -> FeatureBackbone:
-        kwargs.setdefault("stage_norms", True)
-        return TimmBackbone(f"{timm_name}.{tag}" if tag else timm_name, **kwargs)
+        return SwinBackbone(f"{timm_name}.{tag}" if tag else timm_name, **kwargs)
 
-    factory.__doc__ = f"{timm_name} with per-stage output LayerNorms (DeGMix backbone slot)."
+    factory.__doc__ = f"{timm_name} with per-stage output LayerNorms, official DeGMix padding (backbone slot)."
     return factory
 
 
@@ -65,15 +66,18 @@ for _alias, _timm_name in _SWIN.items():
 
 @register_backbone("tiny_swin")
 def tiny_swin(**kwargs) -> FeatureBackbone:
-    """A 0.3M-parameter Swin (16/32/64/128 channels, strides 4..32) for tests and CPU demos; random init only."""
-    kwargs.setdefault("stage_norms", True)
-    return TimmBackbone(
-        "swin_tiny_patch4_window7_224", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=4,
-        **kwargs,
-    )
+    """A 0.3M-parameter Swin (16/32/64/128 channels, strides 4..32, window 4) for tests and CPU demos.
+
+    Every Swin kwarg can be overridden, e.g. `depths=(2, 2, 2, 2)` builds the official-code test fixture's backbone.
+    """
+    arch = dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=4)
+    arch.update(kwargs)
+    arch["depths"], arch["num_heads"] = tuple(arch["depths"]), tuple(arch["num_heads"])
+    return SwinBackbone("swin_tiny_patch4_window7_224", **arch)
 
 
 __all__ = [
-    "BACKBONES", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "TimmBackbone", "create_backbone", "freeze_module",
-    "is_frozen", "list_backbones", "load_weights_file", "register_backbone", "state_fingerprint",
+    "BACKBONES", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "SwinBackbone", "TimmBackbone", "create_backbone",
+    "freeze_module", "is_frozen", "list_backbones", "load_backbone_state", "read_weights_file", "register_backbone",
+    "state_fingerprint",
 ]

@@ -9,14 +9,16 @@ the official mmseg Swin.
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import sys
 
 import timm
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import FeatureBackbone, FeatureInfo
+from .weights import (
+    describe_skipped, is_mmseg_swin, load_strict, logger, mmseg_swin_to_timm, read_weights_file, strip_wrappers,
+)
 
 # kwargs that only some timm families (Swin, ViT, ...) accept; CNNs take any input size without them
 _SIZE_KWARGS = ("img_size", "strict_img_size", "dynamic_img_size")
@@ -44,35 +46,14 @@ class LayerNorm2d(nn.LayerNorm):
         )
 
 
-def load_weights_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a `.pth`/`.pt`/`.bin`/`.safetensors` checkpoint into a flat state dict (unwrapping `state_dict`/`model`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone checkpoint {str(path)!r} does not exist; pass an existing .pth or .safetensors file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path))
-    else:
-        try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - report the cause with the file name
-            raise ValueError(f"could not read backbone checkpoint {str(path)!r}: {exc}") from exc
-    for key in ("state_dict", "model", "module"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict):
-        raise ValueError(f"backbone checkpoint {str(path)!r} holds a {type(sd).__name__}, not a state dict")
-    return sd
-
-
 class TimmBackbone(FeatureBackbone):
     """Wraps `timm.create_model(name)`; returns the maps of `out_indices` in NCHW.
 
     Args:
         name: a timm model name, optionally with a weight tag (`swin_tiny_patch4_window7_224.ms_in1k`).
         pretrained: download/load timm's pretrained weights for `name` (needs the hub cache or network).
-        checkpoint_path: a local weights file; loaded with the architecture's timm checkpoint filter.
+        checkpoint_path: a local weights file in any layout `backbones.weights` reads (timm, original release,
+            mmseg / official DeGMix Swin, this slot's own; whole-model files are unwrapped), loaded strictly.
         out_indices: which feature levels to return; default: the last 4 levels (or all when fewer).
         img_size: the input size the model is built for (Swin/ViT). Any other size still works; note that timm
             shrinks Swin windows for tiny sizes, which changes the parameter count.
@@ -106,15 +87,18 @@ class TimmBackbone(FeatureBackbone):
         kwargs.update(strict_img_size=False, dynamic_img_size=True)
         if img_size is not None:
             kwargs["img_size"] = tuple(img_size)
+        self.name = name
+        self.weights_source = None
+        file_state: dict[str, Tensor] | None = None
         if checkpoint_path is not None:
-            weights = Path(checkpoint_path)
-            if not weights.is_file():
-                raise FileNotFoundError(
-                    f"backbone checkpoint {checkpoint_path!r} does not exist; pass an existing .pth or .safetensors file"
-                )
-            self.model = _create_timm_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **kwargs)
-        else:
-            self.model = _create_timm_model(name, pretrained=pretrained, **kwargs)
+            file_state, foreign = strip_wrappers(read_weights_file(checkpoint_path))
+            if foreign:
+                logger.info(f"{checkpoint_path}: skipped {len(foreign)} keys of other modules: {describe_skipped(foreign)}")
+            self.weights_source = str(checkpoint_path)
+        self.model = _create_timm_model(name, pretrained=pretrained and checkpoint_path is None, **kwargs)
+        whole_slot = file_state is not None and (_is_slot_layout(file_state) or is_mmseg_swin(file_state))
+        if file_state is not None and not whole_slot:
+            self._load_timm_state(file_state, str(checkpoint_path))  # before pruning: the file has the final norm
         if not hasattr(self.model, "forward_intermediates"):
             raise TypeError(f"timm model {name!r} has no forward_intermediates(); it cannot serve as a dense backbone")
         infos = list(self.model.feature_info)
@@ -126,7 +110,6 @@ class TimmBackbone(FeatureBackbone):
                 dense = [i for i, f in enumerate(infos) if f["reduction"] >= 4] or list(range(len(infos)))
                 out_indices = tuple(dense[-4:])
         self.out_indices = tuple(out_indices)
-        self.name = name
         # drop the classifier-side layers that the returned maps do not need (timm's own pruning)
         self.model.prune_intermediate_layers(list(self.out_indices), prune_norm=True, prune_head=True)
         chans = [infos[i]["num_chs"] for i in self.out_indices]
@@ -144,6 +127,45 @@ class TimmBackbone(FeatureBackbone):
         cfg.setdefault("std", (0.229, 0.224, 0.225))
         self.pretrained_cfg = cfg
         self.size_divisor = self._native_reduction
+        if file_state is not None and not whole_slot and self.stage_norms is not None:
+            logger.info(f"{checkpoint_path}: has no stage output norms; they keep their LayerNorm init (weight 1, bias 0)")
+        if whole_slot:
+            self.load_slot_state(file_state, str(checkpoint_path))
+
+    def _load_timm_state(self, sd: dict[str, Tensor], source: str) -> None:
+        """A timm or original-release file (e.g. Microsoft Swin): the architecture's own timm filter, then strict."""
+        filter_fn = getattr(sys.modules.get(type(self.model).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            sd = filter_fn(sd, self.model)
+        classifier = self.model.pretrained_cfg.get("classifier") or ()
+        skipped = []
+        for prefix in (classifier,) if isinstance(classifier, str) else classifier:
+            for key in [k for k in sd if k.startswith(prefix + ".") and k not in self.model.state_dict()]:
+                skipped.append(key)
+                sd.pop(key)
+        if skipped:
+            logger.info(f"{source}: skipped the classifier ({', '.join(skipped)}); the backbone has none")
+        load_strict(self.model, sd, source, hint=f"Pass weights of {self.name} (same size, depths and window).")
+
+    def load_slot_state(self, sd: dict[str, Tensor], source: str) -> None:
+        """Our own slot layout (`model.*`, `stage_norms.*`) or an mmseg / official DeGMix Swin state dict."""
+        if not is_mmseg_swin(sd):
+            load_strict(self, sd, source)
+            return
+        model_sd, norms, index = mmseg_swin_to_timm(sd)
+        buffers = dict(self.model.named_buffers())
+        for key, value in index.items():  # fixed tables: they must agree, they are not loaded
+            if key in buffers and not (buffers[key].shape == value.shape and bool((buffers[key] == value).all())):
+                raise ValueError(f"{source!r}: {key} differs from the relative position index of {self.name}")
+        slot_sd = {f"model.{k}": v for k, v in model_sd.items()}
+        for level, state in norms.items():
+            for name, value in state.items():
+                slot_sd[f"stage_norms.{level}.{name}"] = value
+        load_strict(self, slot_sd, source, hint=(
+            f"It is an mmseg/official Swin file; pass it to the backbone of the same size ({self.name} now: "
+            f"channels {self.channels}, window {self.model.layers[-1].blocks[0].attn.window_size[0]})."
+            if hasattr(self.model, "layers") else "mmseg Swin weights need a Swin backbone such as swin_t."
+        ))
 
     def forward(self, x: Tensor) -> list[Tensor]:
         h, w = x.shape[-2:]
@@ -162,6 +184,11 @@ class TimmBackbone(FeatureBackbone):
                 f = self.stage_norms[i](f)
             out.append(f)
         return out
+
+
+def _is_slot_layout(sd: dict[str, Tensor]) -> bool:
+    """A state dict saved from a TimmBackbone itself (`model.*` plus `stage_norms.*`)."""
+    return all(k.startswith(("model.", "stage_norms.")) for k in sd)
 
 
 def _resample_to_stride(f: Tensor, native: int, target: int) -> Tensor:

@@ -1,0 +1,190 @@
+"""Backbone weights from the files users actually have, loaded strictly into the slot.
+
+A file may hold our slot's own state dict, a timm or Microsoft Swin state dict, an mmseg / official DeGMix Swin
+(`stages.N.blocks.M.attn.w_msa.qkv`, `ffn.layers.0.0`, merging at the END of a stage, `norm0..3`), or a whole
+segmentation model or Lightning checkpoint around one of those. Containers (`state_dict`, `model`, `module`) and
+`module.` / `backbone.` prefixes are unwrapped; keys of other top-level modules next to `backbone.*` (mmseg's
+`decode_head` / `auxiliary_head`, DeGMix's `head`) are skipped and reported in one info line. Everything else is
+strict: a missing, unexpected or differently shaped key is a `ValueError` that names the keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+logger = logging.getLogger("degmix_tuning")
+
+_CONTAINERS = ("state_dict", "model", "module")
+
+
+def read_weights_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a `.pth`/`.pt`/`.bin`/`.ckpt`/`.safetensors` file into a flat {name: tensor} dict (containers unwrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"backbone checkpoint {str(path)!r} does not exist; pass an existing .pth or .safetensors file"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - report the cause with the file name
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"could not read backbone checkpoint {str(path)!r} ({reason}); is the file complete? Download it again"
+        ) from exc
+    while isinstance(sd, dict):
+        inner = next((sd[k] for k in _CONTAINERS if isinstance(sd.get(k), dict)), None)
+        if inner is None:
+            break
+        sd = inner
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise ValueError(f"backbone checkpoint {str(path)!r} holds no state dict of tensors")
+    return dict(sd)
+
+
+def strip_wrappers(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Drop `module.` (DDP) prefixes; keep only `backbone.*` when present. -> (state, skipped foreign keys)."""
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+    if any(k.startswith("backbone.") for k in sd):
+        foreign = sorted(k for k in sd if not k.startswith("backbone."))
+        return {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}, foreign
+    return sd, []
+
+
+def describe_skipped(keys: list[str]) -> str:
+    """'decode_head.* (10), auxiliary_head.* (8)': skipped keys grouped by their top-level module."""
+    counts = Counter(k.split(".")[0] for k in keys)
+    return ", ".join(f"{prefix}.* ({n})" for prefix, n in counts.items())
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, Tensor], source: str, hint: str = "") -> None:
+    """`load_state_dict(strict=True)` with one readable error naming missing, unexpected and mis-shaped keys."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = sorted(
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(sd) if sd[k].shape != own[k].shape
+    )
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape differs (file vs model)", shapes)):
+        if items:
+            more = f" ... (+{len(items) - 5} more)" if len(items) > 5 else ""
+            problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    if problems:
+        raise ValueError(
+            f"weights in {source!r} do not fit {type(module).__name__}: {'; '.join(problems)}. "
+            f"{hint or 'Pass weights of the same architecture (backbone name, size and window).'}"
+        )
+    module.load_state_dict(sd, strict=True)
+
+
+def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, Tensor], source: str) -> list[str]:
+    """Load a backbone state dict in any supported layout into `backbone`, strictly. -> skipped foreign keys.
+
+    `TimmBackbone`s (the Swin slot included) convert mmseg / official Swin and timm / original-release layouts;
+    any other backbone must get its own `state_dict()` layout.
+    """
+    sd, foreign = strip_wrappers(state_dict)
+    if foreign:
+        logger.info(f"{source}: skipped {len(foreign)} keys of other modules: {describe_skipped(foreign)}")
+    if hasattr(backbone, "load_slot_state"):
+        if all(k.startswith(("model.", "stage_norms.")) for k in sd) or is_mmseg_swin(sd):
+            backbone.load_slot_state(sd, source)
+        else:
+            backbone._load_timm_state(sd, source)
+    else:
+        load_strict(backbone, sd, source)
+    return foreign
+
+
+# --- mmseg / official DeGMix Swin layout -> timm layout --------------------------------------------------
+
+_MMSEG_RENAMES = (
+    (r"^patch_embed\.projection\.", "patch_embed.proj."),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.attn\.w_msa\.", r"layers.\1.blocks.\2.attn."),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.0\.0\.", r"layers.\1.blocks.\2.mlp.fc1."),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.1\.", r"layers.\1.blocks.\2.mlp.fc2."),
+    (r"^stages\.(\d+)\.blocks\.", r"layers.\1.blocks."),
+)
+
+
+def is_mmseg_swin(sd: Mapping[str, Tensor]) -> bool:
+    """True for the layout of mmseg's Swin (what the official DeGMix code loads and saves)."""
+    return any(k.startswith("stages.") and ".attn.w_msa." in k for k in sd) or "patch_embed.projection.weight" in sd
+
+
+def unfold_to_timm_order(t: Tensor, channels: int) -> Tensor:
+    """Reorder the last axis of a PatchMerging weight from nn.Unfold's order to timm's.
+
+    mmseg merges a 2x2 neighbourhood with nn.Unfold: feature index c*4 + 2*dh + dw. timm concatenates the four
+    shifted maps: index (2*dw + dh)*C + c. Same numbers, permuted input features of the LayerNorm and Linear.
+    """
+    mm = t.reshape(*t.shape[:-1], channels, 2, 2)  # [..., c, dh, dw]
+    return mm.permute(*range(t.ndim - 1), t.ndim + 1, t.ndim, t.ndim - 1).reshape(t.shape)  # [..., dw, dh, c]
+
+
+def mmseg_swin_to_timm(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[int, dict[str, Tensor]], dict]:
+    """-> (timm SwinTransformer state, {stage: output-norm state}, {key: relative_position_index}) from mmseg keys."""
+    model, norms, index = {}, {}, {}
+    for key, value in sd.items():
+        m = re.match(r"^norm(\d+)\.(weight|bias)$", key)
+        if m:
+            norms.setdefault(int(m.group(1)), {})[m.group(2)] = value
+            continue
+        m = re.match(r"^stages\.(\d+)\.downsample\.(norm\.weight|norm\.bias|reduction\.weight)$", key)
+        if m:
+            stage, name = int(m.group(1)), m.group(2)
+            # merging closes stage N in mmseg and opens stage N+1 in timm
+            channels = value.shape[-1] // 4
+            model[f"layers.{stage + 1}.downsample.{name}"] = unfold_to_timm_order(value, channels)
+            continue
+        new = key
+        for pattern, repl in _MMSEG_RENAMES:
+            new, n = re.subn(pattern, repl, new)
+            if n:
+                break
+        if new.endswith("relative_position_index"):
+            index[new] = value
+            continue
+        model[new] = value
+    return model, norms, index
+
+
+def timm_to_mmseg_swin(model_sd: Mapping[str, Tensor], norms: Mapping[int, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """The inverse of `mmseg_swin_to_timm` (without index buffers): for exporting and for tests."""
+    out = {}
+    for key, value in model_sd.items():
+        m = re.match(r"^layers\.(\d+)\.downsample\.(norm\.weight|norm\.bias|reduction\.weight)$", key)
+        if m:
+            channels = value.shape[-1] // 4
+            t = value.reshape(*value.shape[:-1], 2, 2, channels)  # [..., dw, dh, c]
+            t = t.permute(*range(value.ndim - 1), value.ndim + 1, value.ndim, value.ndim - 1).reshape(value.shape)
+            out[f"stages.{int(m.group(1)) - 1}.downsample.{m.group(2)}"] = t
+            continue
+        new = key.replace("patch_embed.proj.", "patch_embed.projection.")
+        new = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.attn\.", r"stages.\1.blocks.\2.attn.w_msa.", new)
+        new = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc1\.", r"stages.\1.blocks.\2.ffn.layers.0.0.", new)
+        new = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.", r"stages.\1.blocks.\2.ffn.layers.1.", new)
+        new = re.sub(r"^layers\.(\d+)\.blocks\.", r"stages.\1.blocks.", new)
+        out[new] = value
+    for i, state in norms.items():
+        for name, value in state.items():
+            out[f"norm{i}.{name}"] = value
+    return out
+
+
+__all__ = [
+    "describe_skipped", "is_mmseg_swin", "load_backbone_state", "load_strict", "mmseg_swin_to_timm", "read_weights_file", "strip_wrappers",
+    "timm_to_mmseg_swin", "unfold_to_timm_order",
+]
