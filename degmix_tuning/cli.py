@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -23,7 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_info_lines() -> None:
+    """Print the package's info lines (e.g. which checkpoint keys were skipped) on stderr, once, for entry points."""
+    log = logging.getLogger("degmix_tuning")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[degmix-tuning] %(message)s"))
+        log.addHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_info_lines()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

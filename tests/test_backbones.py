@@ -109,3 +109,51 @@ def test_a_registered_custom_backbone_drives_the_head():
     assert model(torch.randn(1, 3, 40, 48))["semseg"].shape == (1, 40, 40, 48)
     with pytest.raises(KeyError, match="already registered"):
         register_backbone("test_two_level")(lambda **kw: TwoLevelNet())
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_registered_backbone_keeps_the_slot_contract(name):
+    """timm's test_models idea: every registered backbone returns what its feature_info declares."""
+    bb = create_backbone(name).eval()
+    reductions = [f.reduction for f in bb.feature_info]
+    assert reductions == sorted(reductions) and all(f.num_chs > 0 for f in bb.feature_info)
+    with torch.no_grad():
+        feats = bb(torch.randn(1, 3, 70, 90))
+    bb.check_features(None, feats)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(-(-70 // r), -(-90 // r)) for r in reductions]
+
+
+def test_contract_violations_are_refused():
+    from torch import nn
+
+    from degmix_tuning import DeGMixConfig, ModelConfig, create_model
+    from degmix_tuning.backbones import BACKBONES, FeatureBackbone, FeatureInfo, register_backbone
+
+    with pytest.raises(ValueError, match="positive"):
+        FeatureInfo(0, 4)
+
+    class Reversed(FeatureBackbone):
+        def __init__(self, chans=8):
+            super().__init__()
+            self.conv = nn.Conv2d(3, chans, 4, stride=4)
+            self.feature_info = (FeatureInfo(8, 8, "a"), FeatureInfo(8, 4, "b"))
+
+        def forward(self, x):
+            return [self.conv(x), self.conv(x)]
+
+    class WrongChannels(Reversed):
+        def __init__(self):
+            super().__init__(chans=5)
+            self.feature_info = (FeatureInfo(8, 4, "conv"),)
+
+        def forward(self, x):
+            return [self.conv(x)]
+
+    for name, cls in (("test_reversed", Reversed), ("test_wrong_channels", WrongChannels)):
+        if name not in BACKBONES:
+            register_backbone(name)(lambda cls=cls, **kw: cls())
+    with pytest.raises(TypeError, match="decreasing strides"):
+        create_backbone("test_reversed")
+    model = create_model(ModelConfig(backbone="test_wrong_channels", tasks=("semseg",), head=DeGMixConfig(dim=8)))
+    with pytest.raises(RuntimeError, match="expected NCHW with 8 channels"):
+        model(torch.randn(1, 3, 32, 32))

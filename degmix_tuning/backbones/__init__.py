@@ -12,7 +12,7 @@ from typing import Callable
 import timm
 
 from ..registry import Registry
-from .base import FeatureBackbone, FeatureInfo, freeze_module, is_frozen, state_fingerprint
+from .base import FeatureBackbone, FeatureInfo, check_feature_info, freeze_module, is_frozen, state_fingerprint
 from .swin import SwinBackbone
 from .timm_backbone import LayerNorm2d, TimmBackbone
 from .weights import load_backbone_state, read_weights_file
@@ -40,6 +40,7 @@ def create_backbone(name: str, **kwargs) -> FeatureBackbone:
         raise AssertionError("unreachable")
     if not isinstance(backbone, FeatureBackbone):
         raise TypeError(f"backbone factory {name!r} returned {type(backbone).__name__}, not a FeatureBackbone")
+    check_feature_info(name, tuple(backbone.feature_info))
     return backbone
 
 

@@ -21,6 +21,19 @@ class FeatureInfo:
     reduction: int
     name: str = ""
 
+    def __post_init__(self):
+        if not (isinstance(self.num_chs, int) and self.num_chs > 0 and isinstance(self.reduction, int) and self.reduction > 0):
+            raise ValueError(f"FeatureInfo needs positive integer channels and stride, got {self}")
+
+
+def check_feature_info(name: str, infos: tuple[FeatureInfo, ...]) -> None:
+    """The slot contract every consumer relies on: at least one map, strides never decreasing (as timm enforces)."""
+    if not infos:
+        raise TypeError(f"backbone {name!r} declares no feature maps (feature_info is empty)")
+    reductions = [f.reduction for f in infos]
+    if any(b < a for a, b in zip(reductions, reductions[1:])):
+        raise TypeError(f"backbone {name!r} declares decreasing strides {reductions}; order its maps fine to coarse")
+
 
 class FeatureBackbone(nn.Module):
     """Base class for everything that can sit in the backbone slot.

@@ -38,8 +38,12 @@ class MultiTaskModel(nn.Module):
         if self.backbone_frozen:
             self.backbone.eval()
             with torch.no_grad():
-                return [f.detach() for f in self.backbone(images)]
-        return self.backbone(images)
+                feats = [f.detach() for f in self.backbone(images)]
+        else:
+            feats = self.backbone(images)
+        if hasattr(self.backbone, "check_features"):
+            self.backbone.check_features(images, feats)  # the slot contract, enforced where the maps are consumed
+        return feats
 
     def forward(self, images: Tensor, features: list[Tensor] | None = None) -> dict[str, Tensor]:
         """images: [B, 3, H, W] normalised -> {task: [B, C_task, H, W]}. `features` skips the backbone (cache)."""

@@ -105,6 +105,9 @@ def missing_data_message(dataset: str, root: str | None) -> str:
 
 
 def main(dataset: str, argv: list[str] | None = None) -> int:
+    from ..cli import show_info_lines
+
+    show_info_lines()
     args = build_parser(dataset).parse_args(argv)
     try:
         cfg = config_from_args(args, dataset)
