@@ -252,3 +252,15 @@ def test_corrupt_file_is_named(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated.pth.*Download it again"):
         create_backbone("tiny_swin", checkpoint_path=str(path), **FIXTURE_ARCH)
+
+
+def test_real_lightning_file_gives_its_backbone(tmp_path):
+    """A Lightning 1.1 file (callback classes as keys) loads as `--checkpoint-path` without pytorch_lightning."""
+    from test_import_official import _save_lightning_style
+
+    ckpt = torch.load(FIXTURE / "demtg_tiny_nyud.ckpt", map_location="cpu", weights_only=True)
+    path = tmp_path / "lightning.ckpt"
+    _save_lightning_style(path, ckpt)
+    bb = create_backbone("tiny_swin", checkpoint_path=str(path), **FIXTURE_ARCH)
+    ref = create_backbone("tiny_swin", checkpoint_path=str(FIXTURE / "mmseg_swin_tiny_backbone.pth"), **FIXTURE_ARCH)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in bb.state_dict().items())

@@ -16,8 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
-import torch
 from torch import Tensor, nn
+
+from ..restricted_pickle import load_untrusted
 
 logger = logging.getLogger("degmix_tuning")
 
@@ -37,7 +38,7 @@ def read_weights_file(path: str | Path) -> dict[str, Tensor]:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd, _ = load_untrusted(path)  # Lightning files name callback classes: read without importing them
     except Exception as exc:  # noqa: BLE001 - report the cause with the file name
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
