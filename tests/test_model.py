@@ -50,14 +50,38 @@ def test_gradients_reach_every_trainable_param_and_no_frozen_one(interaction, qu
         loss.backward()
         opt.step()
     assert trainable and all(n.startswith("head.") for n in trainable)
-    missing = [n for n, p in trainable.items() if p.grad is None or p.grad.abs().sum() == 0]
-    # the official interaction (one image per GPU) is out_proj(v_proj(S)): its q/k projections are unused
-    expected_unused = (
+    assert [n for n, p in trainable.items() if p.grad is None] == []
+    # the official interaction (one image per GPU) is out_proj(v_proj(S)): as in the official code, its q/k
+    # projections get exact-zero gradients (not None)
+    zero_grad = [n for n, p in trainable.items() if not p.grad.any()]
+    expected_zero = (
         [f"head.task_interaction.attn.{m}_proj.{w}" for m in "qk" for w in ("weight", "bias")]
         if interaction == "official" else []
     )
-    assert missing == expected_unused, f"no gradient for {missing}"
+    assert zero_grad == expected_zero, f"zero gradient for {zero_grad}"
     assert all(p.grad is None for p in model.backbone.parameters())
+
+
+def test_official_mode_weight_decay_shrinks_the_unused_qk_projections_exactly():
+    """Zero gradients, so two SGD steps (momentum 0.9, wd 5e-4, the official recipe) only apply the decay."""
+    model = _tiny("nyud", ("semseg", "depth"), interaction="official").double().train()
+    attn = model.head.task_interaction.attn
+    qk = {n: p for n, p in attn.named_parameters() if n[0] in "qk"}
+    before = {n: p.detach().clone() for n, p in qk.items()}
+    lr, momentum, wd = 0.1, 0.9, 5e-4
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum, weight_decay=wd)
+    x = torch.randn(1, 3, 32, 48, dtype=torch.float64)
+    for _ in range(2):
+        opt.zero_grad()
+        sum(o.pow(2).mean() for o in model(x).values()).backward()
+        assert all(p.grad is not None and not p.grad.any() for p in qk.values())
+        opt.step()
+    # with g = 0: step 1 w1 = a w0, a = 1 - lr wd; step 2 buf = wd w0 (momentum + a), w2 = w1 - lr buf
+    a = 1 - lr * wd
+    factor = a - lr * wd * (momentum + a)
+    for n, p in qk.items():
+        torch.testing.assert_close(p.detach(), before[n] * factor, rtol=1e-14, atol=0)
+        assert not torch.equal(p.detach(), before[n])
 
 
 @pytest.mark.parametrize("interaction", ["global", "pixel", "official"])

@@ -34,5 +34,18 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(s, n, h * hd))
 
     def value_only(self, x: Tensor) -> Tensor:
-        """What the official task interaction computes with one image per GPU: out_proj(v_proj(x))."""
-        return self.out_proj(self.v_proj(x))
+        """What the official task interaction computes with one image per GPU: out_proj(v_proj(x)).
+
+        There the softmax runs over a single key, so q/k get exact-zero gradients (not None). `_zero_from_qk` keeps
+        that: q/k stay in the graph with zero gradients, so weight decay still applies and DDP sees them used.
+        """
+        return self.out_proj(self.v_proj(x)) + self._zero_from_qk()
+
+    def _zero_from_qk(self) -> Tensor:
+        """An exact 0.0 that depends on every q/k parameter, with gradient exactly 0.
+
+        Sums of empty slices: no element is read, so the value is 0 and the gradient is a zero tensor even for
+        inf/NaN weights; the cost is nil in forward and one zero-fill per parameter in backward.
+        """
+        params = (self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias)
+        return sum(p[:0].sum() for p in params)

@@ -18,7 +18,8 @@ from .deformable_mixer import DeformableMixer
 from .fusion import MultiScaleFusion
 from .heads import TaskHead
 from .task_interaction import INTERACTION_MODES, TaskInteractionBlock
-from .task_query import QUERY_MODES, TaskQueryBlock, stack_tokens
+from .task_query import QUERY_MODES, TaskQueryBlock
+from .tokens import maps_to_tokens, tokens_to_map
 
 
 @dataclass
@@ -81,11 +82,10 @@ class DeGMixHead(nn.Module):
 
     def forward(self, feats: list[Tensor], out_size: tuple[int, int]) -> dict[str, Tensor]:
         x = self.fusion(feats)  # [B, d, h, w]
-        b, d, h, w = x.shape
+        h, w = x.shape[-2:]
         task_maps = [self.mixers[t](x) for t in self.tasks]
-        tokens = stack_tokens(task_maps)  # [B, T, N, d]
+        # explicit layout conversions: they keep the mixers' gradients NCHW-contiguous (see models/tokens.py)
+        tokens = maps_to_tokens(task_maps)  # [B, T, N, d]
         interacted = self.task_interaction(tokens)
         queried = self.task_query(tokens, interacted)
-        return {
-            t: self.heads[t](q.transpose(1, 2).reshape(b, d, h, w), out_size) for t, q in zip(self.tasks, queried)
-        }
+        return {t: self.heads[t](tokens_to_map(q, h, w), out_size) for t, q in zip(self.tasks, queried)}

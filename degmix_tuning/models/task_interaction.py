@@ -4,7 +4,10 @@ Modes (`DeGMixConfig.interaction`):
 - ``"global"``: softmax self-attention over all T*N tokens of one image (the paper's description).
 - ``"pixel"``: self-attention among the T task tokens at each pixel (cheap; linear in N).
 - ``"official"``: what the official code computes with one image per GPU (`nn.MultiheadAttention` fed
-  batch-first tensors attends over a length-1 batch axis): out_proj(v_proj(S)), no token mixing.
+  batch-first tensors attends over a length-1 batch axis): out_proj(v_proj(S)), no token mixing. The q/k
+  projections do not affect the output; as in the official code (a softmax over one key), they get exact-zero
+  gradients, not None: SGD weight decay still shrinks them, they stay in the parameter count, and DDP needs no
+  `find_unused_parameters` (`MultiHeadAttention.value_only`).
 All three have the same parameters and none mixes images of a batch.
 """
 

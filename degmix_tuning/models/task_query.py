@@ -10,7 +10,6 @@ Attention modes (`DeGMixConfig.query_attention`):
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
@@ -56,8 +55,3 @@ class TaskQueryBlock(nn.Module):
         return [
             self.gated_mlp(q(task_tokens[:, i], interacted)) for i, q in enumerate(self.queries.values())
         ]
-
-
-def stack_tokens(maps: list[Tensor]) -> Tensor:
-    """T maps [B, d, h, w] -> tokens [B, T, h*w, d]."""
-    return torch.stack([m.flatten(2).transpose(1, 2) for m in maps], dim=1)

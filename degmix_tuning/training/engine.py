@@ -121,8 +121,9 @@ def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
         trackers.append("tensorboard")
     if "csv" in cfg.train.trackers:
         trackers.append(CSVTracker(run_name=run_dir.name, logging_dir=run_dir))
-    # the "official" interaction leaves the q/k projections unused; DDP must be told
-    unused = cfg.model.head.interaction == "official"
+    # no head mode leaves parameters out of the graph: the "official" interaction's q/k projections do not affect
+    # the output but get exact-zero gradients (MultiHeadAttention.value_only), so DDP needs no unused-param search
+    unused = False
     from accelerate.utils import ProjectConfiguration
 
     return Accelerator(
