@@ -174,7 +174,7 @@ def test_cli_import_then_evaluate_on_synthetic_data(tmp_path, synthetic_cache, c
 
 def _official_layout(model) -> dict[str, torch.Tensor]:
     """Our model's weights written the way the official code names them (the table read backwards)."""
-    from degmix_tuning.backbones.weights import timm_to_mmseg_swin
+    from degmix_tuning.backbones.weights import slot_to_mmseg_swin
     from degmix_tuning.official.head_keys import CONV1D_TO_LINEAR, QKV_ROWS, RULES, official_key_for
 
     head, tasks, state = model.head.state_dict(), list(model.head.tasks), {}
@@ -185,13 +185,7 @@ def _official_layout(model) -> dict[str, torch.Tensor]:
         elif rule.transform == CONV1D_TO_LINEAR:
             value = value[..., None]
         state["head." + official_key_for(key, tasks)] = value
-    backbone = model.backbone.state_dict()
-    norms: dict[int, dict] = {}
-    for key, value in backbone.items():
-        if key.startswith("stage_norms."):
-            norms.setdefault(int(key.split(".")[1]), {})[key.split(".")[2]] = value
-    timm_state = {k[len("model."):]: v for k, v in backbone.items() if k.startswith("model.")}
-    state.update({f"backbone.{k}": v for k, v in timm_to_mmseg_swin(timm_state, norms).items()})
+    state.update({f"backbone.{k}": v for k, v in slot_to_mmseg_swin(model.backbone.state_dict()).items()})
     return state
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from degmix_tuning.backbones import SwinBackbone, TimmBackbone, create_backbone
-from degmix_tuning.backbones.weights import mmseg_swin_to_timm, timm_to_mmseg_swin
+from degmix_tuning.backbones.weights import mmseg_swin_to_timm, slot_to_mmseg_swin
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official_degmix"
 TAGS = ("85x112", "64x96", "97x131")
@@ -96,14 +96,7 @@ def reference_swin(sd, image, depths, heads, ws):
 
 def _mmseg_of(backbone):
     """The backbone's weights in mmseg layout (float64), via the exporter."""
-    sd = backbone.state_dict()
-    model = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    norms = {}
-    for k, v in sd.items():
-        if k.startswith("stage_norms."):
-            _, level, name = k.split(".")
-            norms.setdefault(int(level), {})[name] = v
-    return {k: v.double() for k, v in timm_to_mmseg_swin(model, norms).items()}
+    return {k: v.double() for k, v in slot_to_mmseg_swin(backbone.state_dict()).items()}
 
 
 def _max_diff(a, b):
@@ -185,7 +178,9 @@ def test_swin_t_keeps_the_official_window_and_shift_everywhere():
 
 def test_merge_channel_order_round_trips_between_layouts(mmseg_state):
     model, norms, index = mmseg_swin_to_timm(mmseg_state)
-    back = timm_to_mmseg_swin(model, norms)
+    slot = {f"model.{k}": v for k, v in model.items()}
+    slot.update({f"stage_norms.{i}.{n}": v for i, state in norms.items() for n, v in state.items()})
+    back = slot_to_mmseg_swin(slot)
     assert set(back) == {k for k in mmseg_state if not k.endswith("relative_position_index")}
     assert all(torch.equal(back[k], mmseg_state[k]) for k in back)
     # the permutation is not the identity: merge norms really are reordered

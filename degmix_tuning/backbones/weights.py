@@ -162,10 +162,18 @@ def mmseg_swin_to_timm(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dic
     return model, norms, index
 
 
-def timm_to_mmseg_swin(model_sd: Mapping[str, Tensor], norms: Mapping[int, Mapping[str, Tensor]]) -> dict[str, Tensor]:
-    """The inverse of `mmseg_swin_to_timm` (without index buffers): for exporting and for tests."""
+def slot_to_mmseg_swin(slot_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of the mmseg import: a Swin slot's state (`model.*`, `stage_norms.*`) in mmseg / official keys.
+
+    For exporting to the official code, for describing a slot in the official terms, and for tests.
+    """
     out = {}
-    for key, value in model_sd.items():
+    for key, value in slot_sd.items():
+        m = re.match(r"^stage_norms\.(\d+)\.(weight|bias)$", key)
+        if m:
+            out[f"norm{m.group(1)}.{m.group(2)}"] = value
+            continue
+        key = key[len("model."):]
         m = re.match(r"^layers\.(\d+)\.downsample\.(norm\.weight|norm\.bias|reduction\.weight)$", key)
         if m:
             channels = value.shape[-1] // 4
@@ -179,13 +187,10 @@ def timm_to_mmseg_swin(model_sd: Mapping[str, Tensor], norms: Mapping[int, Mappi
         new = re.sub(r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.fc2\.", r"stages.\1.blocks.\2.ffn.layers.1.", new)
         new = re.sub(r"^layers\.(\d+)\.blocks\.", r"stages.\1.blocks.", new)
         out[new] = value
-    for i, state in norms.items():
-        for name, value in state.items():
-            out[f"norm{i}.{name}"] = value
     return out
 
 
 __all__ = [
-    "describe_skipped", "is_mmseg_swin", "load_backbone_state", "load_strict", "mmseg_swin_to_timm", "read_weights_file", "strip_wrappers",
-    "timm_to_mmseg_swin", "unfold_to_timm_order",
+    "describe_skipped", "is_mmseg_swin", "load_backbone_state", "load_strict", "mmseg_swin_to_timm", "read_weights_file",
+    "slot_to_mmseg_swin", "strip_wrappers", "unfold_to_timm_order",
 ]

@@ -86,16 +86,9 @@ def describe_swin(backbone: dict[str, Tensor]) -> str:
 
 def _as_official_swin(backbone) -> dict[str, Tensor]:
     """Our Swin slot's state (meta tensors are fine) in the official key layout, to compare signatures."""
-    from ..backbones.weights import timm_to_mmseg_swin
+    from ..backbones.weights import slot_to_mmseg_swin
 
-    state = backbone.state_dict()
-    model = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    norms: dict[int, dict[str, Tensor]] = {}
-    for key, value in state.items():
-        m = re.match(r"stage_norms\.(\d+)\.(\w+)$", key)
-        if m:
-            norms.setdefault(int(m.group(1)), {})[m.group(2)] = value
-    return timm_to_mmseg_swin(model, norms)
+    return slot_to_mmseg_swin(backbone.state_dict())
 
 
 def _describe_slot(backbone, name: str) -> str:
