@@ -143,3 +143,35 @@ def test_cli_evaluate_and_predict(trained_run, tmp_path):
 
     assert np.load(depth[0]).shape == (48, 64)
     assert len(list((pred_dir / "depth").glob("*.mat"))) == 2
+
+
+def test_reload_reproduces_the_recorded_metrics_whatever_the_rng_state(trained_run):
+    """A random-init frozen backbone is rebuilt from train.seed, so evaluation repeats the run's numbers exactly."""
+    from torch.utils.data import DataLoader
+
+    from degmix_tuning.data import build_dataset
+    from degmix_tuning.data.info import get_dataset_info
+    from degmix_tuning.metrics import MultiTaskEvaluator
+    from degmix_tuning.training.engine import _mean_std, evaluate
+
+    results = []
+    for seed in (123, 456):
+        torch.manual_seed(seed)  # a different global RNG state each time: the rebuild must not depend on it
+        model, cfg = load_tuned(trained_run.run_dir)
+        mean, std = _mean_std(model)
+        ds = build_dataset(cfg.data, cfg.data.val_split, list(cfg.model.tasks), train=False, mean=mean, std=std)
+        loader = DataLoader(ds, batch_size=cfg.train.eval_batch_size, shuffle=False, num_workers=0)
+        results.append(evaluate(model, loader, MultiTaskEvaluator(cfg.model.tasks, get_dataset_info(cfg.model.dataset))))
+    for task, recorded in trained_run.final_metrics.items():
+        for key, value in recorded.items():
+            if isinstance(value, float):
+                assert results[0][task][key] == results[1][task][key] == value, (task, key)
+
+
+def test_other_frozen_weights_are_refused(trained_run):
+    from degmix_tuning.backbones import create_backbone
+
+    torch.manual_seed(7)
+    other = create_backbone("tiny_swin")  # same architecture and channels, other weights
+    with pytest.raises(ValueError, match="other frozen backbone weights"):
+        load_tuned(trained_run.run_dir, backbone=other)

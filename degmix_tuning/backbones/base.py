@@ -6,6 +6,7 @@ tables typed by hand.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -80,3 +81,18 @@ def is_frozen(module: nn.Module) -> bool:
 def state_fingerprint(module: nn.Module) -> dict[str, Tensor]:
     """A detached copy of every parameter and buffer, for bit-identity checks."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def state_digest(state: Mapping[str, Tensor]) -> str:
+    """sha256 over tensors (name, dtype, shape, logical-order bytes): any changed weight changes it."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """`state_digest` of every parameter and buffer of `module` (feature-cache keys, adapter records)."""
+    return state_digest(module.state_dict())

@@ -17,6 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..backbones.base import state_digest
+
 ADAPTER_FORMAT = "degmix-tuning-adapter/1"
 ADAPTER_NAME = "adapter.safetensors"
 
@@ -49,12 +51,19 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
         "format": ADAPTER_FORMAT,
         "config": json.dumps(config),
         "backbone_channels": json.dumps(list(getattr(model.backbone, "channels", []))),
+        # what load_tuned must rebuild (the frozen weights): recorded so a different rebuild is refused, not used
+        "rebuilt_state_sha256": json.dumps(state_digest(_not_in_adapter(model, state))),
         **{k: json.dumps(v) for k, v in (extra or {}).items()},
     }
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     os.replace(tmp, path)
     return path
+
+
+def _not_in_adapter(model: nn.Module, adapter_state: dict) -> dict[str, torch.Tensor]:
+    """The model's tensors that the adapter file does not hold: the frozen weights a reload has to rebuild."""
+    return {k: v for k, v in model.state_dict().items() if k not in adapter_state}
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -95,14 +104,19 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
     tensors, meta = read_adapter(path)
     cfg = ExperimentConfig.from_dict(meta["config"])
     mcfg = cfg.model
-    if isinstance(backbone, FeatureBackbone):
-        bb = backbone
-    else:
-        bb = create_backbone(
-            backbone or mcfg.backbone, pretrained=mcfg.pretrained if backbone is None else False,
-            checkpoint_path=mcfg.checkpoint_path if backbone is None else None, img_size=mcfg.img_size,
-            **mcfg.backbone_kwargs,
-        )
+    random_init = backbone is None and not mcfg.pretrained and not mcfg.checkpoint_path
+    # training builds the model right after seeding with train.seed, so a random-init backbone is rebuilt the same way
+    with torch.random.fork_rng(devices=[]):
+        if random_init:
+            torch.manual_seed(cfg.train.seed)
+        if isinstance(backbone, FeatureBackbone):
+            bb = backbone
+        else:
+            bb = create_backbone(
+                backbone or mcfg.backbone, pretrained=mcfg.pretrained if backbone is None else False,
+                checkpoint_path=mcfg.checkpoint_path if backbone is None else None, img_size=mcfg.img_size,
+                **mcfg.backbone_kwargs,
+            )
     recorded = meta.get("backbone_channels")
     if recorded and list(bb.channels) != list(recorded):
         raise ValueError(
@@ -120,6 +134,16 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
         raise ValueError(
             f"adapter {str(path)!r} does not fit the rebuilt model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    digest = meta.get("rebuilt_state_sha256")
+    if digest is not None and state_digest(_not_in_adapter(model, tensors)) != digest:
+        origin = (f"random init with seed {cfg.train.seed}" if random_init else
+                  f"{mcfg.checkpoint_path!r}" if backbone is None and mcfg.checkpoint_path else
+                  f"pretrained {mcfg.backbone!r}" if backbone is None else "the backbone you passed")
+        raise ValueError(
+            f"adapter {str(path)!r} was trained on other frozen backbone weights than the rebuilt ones ({origin}); "
+            f"pass the backbone it was trained on (load_tuned(..., backbone=...), or the same --checkpoint-path / "
+            f"--pretrained weights and timm version)"
         )
     model.load_state_dict(tensors, strict=False)
     return model.to(map_location), cfg

@@ -29,6 +29,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..backbones.base import weights_digest
+
 CACHE_MODES = ("off", "memory", "disk")
 KEY_FILE = "cache_key.json"
 
@@ -73,16 +75,6 @@ def check_not_random_crop(sizes: Sequence[Sequence[int]], crop_size: Sequence[in
                 "features would be wrong. Set data.crop_size to at least the largest image size, or "
                 "train.feature_cache=off."
             )
-
-
-def weights_digest(module: nn.Module) -> str:
-    """sha256 over every parameter and buffer (name, dtype, shape, bytes): any changed weight changes it."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def image_digest(image: Tensor) -> str:
