@@ -34,14 +34,34 @@ def show_info_lines() -> None:
         log.addHandler(handler)
 
 
+def take_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pull every `--import MODULE` / `--import=MODULE` out of argv (valid before or after the command)."""
+    rest, modules = [], []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--import":
+            modules.append(next(it, ""))
+        elif arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, modules
+
+
 def main(argv: list[str] | None = None) -> int:
     show_info_lines()
+    argv, modules = take_imports(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
+    parser.epilog = "--import MODULE (any position, repeatable) imports a module that registers backbones first."
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        if modules:
+            from .backbones import import_plugins
+
+            import_plugins(modules)
         return int(args.func(args) or 0)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         # user-caused errors: one clear line naming the cause, no traceback

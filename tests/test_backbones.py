@@ -157,3 +157,57 @@ def test_contract_violations_are_refused():
     model = create_model(ModelConfig(backbone="test_wrong_channels", tasks=("semseg",), head=DeGMixConfig(dim=8)))
     with pytest.raises(RuntimeError, match="expected NCHW with 8 channels"):
         model(torch.randn(1, 3, 32, 32))
+
+
+# --- backbones from other packages: entry points and --import ---------------------------------------------------
+
+PLUGIN_MODULE = '''
+from torch import nn
+from degmix_tuning.backbones import FeatureBackbone, FeatureInfo, register_backbone
+
+
+class {cls}(FeatureBackbone):
+    def __init__(self, width=8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 4, stride=4)
+        self.down = nn.Conv2d(width, 2 * width, 2, stride=2)
+        self.feature_info = (FeatureInfo(width, 4, "stem"), FeatureInfo(2 * width, 8, "down"))
+
+    def forward(self, x):
+        a = self.stem(x)
+        return [a, self.down(a)]
+
+
+def build(**kwargs):
+    return {cls}(**kwargs)
+{extra}
+'''
+
+
+def test_entry_point_backbone_registers_without_an_import(tmp_path, monkeypatch):
+    """A distribution declaring `[degmix_tuning.backbones]` is found through importlib.metadata (nothing installed)."""
+    import degmix_tuning.backbones as backbones
+
+    (tmp_path / "ep_plugin_net.py").write_text(PLUGIN_MODULE.format(cls="EntryPointNet", extra=""))
+    dist = tmp_path / "ep_plugin_net-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin-net\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[degmix_tuning.backbones]\nep_plugin_net = ep_plugin_net:build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(backbones, "_loaded_groups", set())
+    assert "ep_plugin_net" in list_backbones()
+    bb = create_backbone("ep_plugin_net", width=4)
+    assert type(bb).__name__ == "EntryPointNet" and bb.channels == [4, 8]
+
+
+def test_import_flag_registers_a_backbone_for_the_cli(tmp_path, monkeypatch, capsys):
+    from degmix_tuning.cli import main
+
+    module = tmp_path / "my_two_level.py"
+    module.write_text(PLUGIN_MODULE.format(cls="MyTwoLevel", extra='\nregister_backbone("my_two_level")(build)\n'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # the command fails on the missing run folder, after the import: the backbone is registered by then
+    assert main(["--import", str(module), "evaluate", str(tmp_path / "no_run")]) == 1
+    assert "my_two_level" in list_backbones()
+    assert main(["evaluate", str(tmp_path / "no_run"), "--import", "no_such_module_xyz"]) == 1
+    assert "module 'no_such_module_xyz' not found" in capsys.readouterr().err

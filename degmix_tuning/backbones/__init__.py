@@ -2,11 +2,18 @@
 
 A new backbone is one file with a factory decorated by `@register_backbone("name")` that returns a
 `FeatureBackbone`. Names not in the registry are looked up in timm, so `convnext_tiny`, `resnet50` or
-`vit_small_patch16_224` work with no new code.
+`vit_small_patch16_224` work with no new code. Backbones of other packages plug in without an import: an
+installed distribution that declares an entry point in the group `degmix_tuning.backbones`
+(`name = "package.module:factory"`) is registered under that name the first time a backbone is looked up;
+scripts can also load a module with `--import MODULE` (`import_plugins`).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Callable
 
 import timm
@@ -25,12 +32,57 @@ def register_backbone(name: str):
     return BACKBONES.register(name)
 
 
+ENTRY_POINT_GROUP = "degmix_tuning.backbones"
+_loaded_groups: set[str] = set()
+
+
+def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Register the backbone factories that installed distributions declare in `group` (once). -> their names."""
+    if group in _loaded_groups:
+        return []
+    _loaded_groups.add(group)
+    added = []
+    for ep in entry_points(group=group):
+        if ep.name in BACKBONES:
+            continue
+
+        def factory(_ep=ep, **kwargs) -> FeatureBackbone:
+            return _ep.load()(**kwargs)
+
+        factory.__doc__ = f"entry point {ep.value} (group {group})"
+        BACKBONES.register(ep.name, factory)
+        added.append(ep.name)
+    return added
+
+
+def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
+    """Import modules (dotted names, or .py files) whose import registers backbones, tasks or tuning methods."""
+    for module in modules:
+        path = Path(module)
+        try:
+            if path.suffix == ".py":
+                if not path.is_file():
+                    raise FileNotFoundError(f"--import {module!r}: no such file")
+                sys.path.insert(0, str(path.resolve().parent))
+                importlib.import_module(path.stem)
+            else:
+                importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"--import {module!r}: module {exc.name!r} not found; pass an importable module name (on PYTHONPATH "
+                "or installed) or a path to a .py file"
+            ) from None
+
+
 def list_backbones() -> list[str]:
+    load_entry_points()
     return BACKBONES.names()
 
 
 def create_backbone(name: str, **kwargs) -> FeatureBackbone:
     """Build a registered backbone, or any timm model by name (`pretrained`, `checkpoint_path`, `img_size`, ...)."""
+    if name not in BACKBONES:
+        load_entry_points()
     if name in BACKBONES:
         backbone = BACKBONES.get(name)(**kwargs)
     elif timm.is_model(name.split(".")[0]):
@@ -78,7 +130,7 @@ def tiny_swin(**kwargs) -> FeatureBackbone:
 
 
 __all__ = [
-    "BACKBONES", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "SwinBackbone", "TimmBackbone", "create_backbone",
-    "freeze_module", "is_frozen", "list_backbones", "load_backbone_state", "read_weights_file", "register_backbone",
-    "state_fingerprint",
+    "BACKBONES", "ENTRY_POINT_GROUP", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "SwinBackbone", "TimmBackbone",
+    "create_backbone", "freeze_module", "import_plugins", "is_frozen", "list_backbones", "load_backbone_state",
+    "load_entry_points", "read_weights_file", "register_backbone", "state_fingerprint",
 ]

@@ -65,6 +65,8 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.lr=1e-3")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module (name or .py file) that registers backbones/tasks/tuning methods; repeatable")
     for flag, (_, typ, help_) in _FLAGS.items():
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=typ, default=None, help=help_)
     return p
@@ -110,6 +112,9 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     show_info_lines()
     args = build_parser(dataset).parse_args(argv)
     try:
+        from ..backbones import import_plugins
+
+        import_plugins(args.imports)
         cfg = config_from_args(args, dataset)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
@@ -124,8 +129,8 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     if result.initial_metrics and result.final_metrics:
         print(f"[degmix-tuning] untrained -> trained: {_compare(result.initial_metrics, result.final_metrics)}")
