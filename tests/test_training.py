@@ -175,3 +175,32 @@ def test_other_frozen_weights_are_refused(trained_run):
     other = create_backbone("tiny_swin")  # same architecture and channels, other weights
     with pytest.raises(ValueError, match="other frozen backbone weights"):
         load_tuned(trained_run.run_dir, backbone=other)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU: one gloo job, one run folder written once."""
+    import os
+
+    out = tmp_path / "ddp"
+    sets = ["model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic_n=24", "data.synthetic_size=48,64",
+            "data.num_workers=0", "train.eval_batch_size=6", "train.max_steps=4", "train.eval_every=2",
+            "train.checkpoint_every=2", "train.log_every=1"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           str(ROOT / "recipes" / "tune_nyud.py"), "--synthetic", "--no-progress", "--output-dir", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "DEGMIX_CACHE": str(synthetic_cache), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["step"] == 4
+    assert proc.stdout.count("run folder:") == 1 and proc.stdout.count("step 4 eval") == 1  # rank 0 alone prints
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 2, 4]
+    rows = (out / "log.csv").read_text().splitlines()
+    assert rows.count("step,key,value") == 1
+    keys = [tuple(r.split(",")[:2]) for r in rows[1:]]
+    assert len(keys) == len(set(keys)) and ("4", "val/depth/rmse") in keys  # every (step, key) logged once
+    writers = {p.name.split(".")[-2] for p in (out / "tensorboard").rglob("events.out.tfevents*")}
+    assert len(writers) == 1  # one process wrote TensorBoard events

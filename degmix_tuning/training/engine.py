@@ -96,6 +96,7 @@ class RunResult:
     final_metrics: dict | None
     adapter_path: Path | None
     summary: dict = field(default_factory=dict)
+    main_process: bool = True  # False on the other ranks of a multi-process job: they print and write nothing
 
 
 def build_model(cfg: ExperimentConfig):
@@ -127,6 +128,7 @@ def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
     from accelerate.utils import ProjectConfiguration
 
     return Accelerator(
+        cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` / torchrun form a gloo job on CPU
         mixed_precision=mp,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None,
@@ -139,6 +141,9 @@ def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
 
 def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max_batches: int | None = None) -> dict:
     """Metrics over the whole loader (pooled, summed across processes)."""
+    if accelerator is not None:
+        # DDP's forward syncs buffers collectively; with uneven eval shards a rank would wait forever
+        model = accelerator.unwrap_model(model)
     was_training = model.training
     model.eval()
     evaluator.reset()
@@ -198,7 +203,11 @@ def train(
 
     model = build_model(cfg)
     if tc.sync_bn and accelerator.num_processes > 1:  # the official recipe syncs BatchNorm statistics across GPUs
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if accelerator.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            accelerator.print(f"[degmix-tuning] train.sync_bn: SyncBatchNorm needs CUDA; on {accelerator.device.type} "
+                              "each process keeps its own BatchNorm statistics")
     apply_fast_path(model, tc)  # fast path: channels_last / compiled head (train.channels_last, train.compile_head)
     info = get_dataset_info(cfg.model.dataset)
     tasks = list(cfg.model.tasks)
@@ -323,6 +332,7 @@ def train(
         adapter_path = save_adapter(unwrapped, run_dir / ADAPTER_NAME, cfg.to_dict(), {"step": progress.step})
         summary = {
             "step": progress.step,
+            "processes": accelerator.num_processes,
             "params": count_parameters(unwrapped).as_dict(),
             "adapter_bytes": adapter_path.stat().st_size,
             "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
@@ -336,7 +346,8 @@ def train(
             f"[degmix-tuning] adapter {adapter_path} = {summary['adapter_bytes'] / 1e6:.2f} MB "
             f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
         )
-    return RunResult(run_dir, progress.step, initial_metrics, final_metrics, adapter_path, summary)
+    return RunResult(run_dir, progress.step, initial_metrics, final_metrics, adapter_path, summary,
+                     accelerator.is_main_process)
 
 
 def _flat_config(d: dict, prefix: str = "") -> dict:

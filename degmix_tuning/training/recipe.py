@@ -132,6 +132,8 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     except (FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    if not result.main_process:
+        return 0
     if result.initial_metrics and result.final_metrics:
         print(f"[degmix-tuning] untrained -> trained: {_compare(result.initial_metrics, result.final_metrics)}")
     print(f"[degmix-tuning] run folder: {result.run_dir}")

@@ -10,20 +10,20 @@ from accelerate.tracking import GeneralTracker, on_main_process
 
 
 class CSVTracker(GeneralTracker):
-    """Appends every logged scalar as a row (step, key, value) to `<run>/log.csv`."""
+    """Appends every logged scalar as a row (step, key, value) to `<run>/log.csv` (main process only).
+
+    Building it touches no distributed state and no file, so it can be made before `Accelerator(...)` exists
+    (accelerate's `@on_main_process` on `__init__` would initialise the process state too early and every process
+    of a multi-process launch would end up alone). The file appears with its first row.
+    """
 
     name = "csv"
     requires_logging_directory = True
 
-    @on_main_process
     def __init__(self, run_name: str, logging_dir: str | Path):
         super().__init__()
         self.run_name = run_name
         self.path = Path(logging_dir) / "log.csv"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            with self.path.open("w", newline="") as f:
-                csv.writer(f).writerow(["step", "key", "value"])
 
     @property
     def tracker(self):
@@ -31,15 +31,20 @@ class CSVTracker(GeneralTracker):
 
     @on_main_process
     def store_init_configuration(self, values: dict):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.path.parent / "tracker_config.json").write_text(json.dumps(values, indent=2, default=str))
 
     @on_main_process
     def log(self, values: dict, step: int | None = None, **kwargs):
+        rows = [[step, k, v] for k, v in values.items() if isinstance(v, (int, float))]
+        if not rows:
+            return
+        new = not self.path.exists()
         with self.path.open("a", newline="") as f:
             w = csv.writer(f)
-            for k, v in values.items():
-                if isinstance(v, (int, float)):
-                    w.writerow([step, k, v])
+            if new:
+                w.writerow(["step", "key", "value"])
+            w.writerows(rows)
 
 
 def flatten_metrics(metrics: dict, prefix: str = "val") -> dict[str, float]:
