@@ -184,7 +184,7 @@ def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
 
     out = tmp_path / "ddp"
     sets = ["model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic_n=24", "data.synthetic_size=48,64",
-            "data.num_workers=0", "train.eval_batch_size=6", "train.max_steps=4", "train.eval_every=2",
+            "data.num_workers=0", "train.eval_batch_size=2", "train.max_steps=4", "train.eval_every=2",
             "train.checkpoint_every=2", "train.log_every=1"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
@@ -204,3 +204,20 @@ def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
     assert len(keys) == len(set(keys)) and ("4", "val/depth/rmse") in keys  # every (step, key) logged once
     writers = {p.name.split(".")[-2] for p in (out / "tensorboard").rglob("events.out.tfevents*")}
     assert len(writers) == 1  # one process wrote TensorBoard events
+    # the pooled 2-process evaluation equals a single-process evaluation of the saved model
+    from torch.utils.data import DataLoader
+
+    from degmix_tuning.data import build_dataset
+    from degmix_tuning.data.info import get_dataset_info
+    from degmix_tuning.metrics import MultiTaskEvaluator
+    from degmix_tuning.training.engine import _mean_std, evaluate
+
+    model, cfg = load_tuned(out)
+    mean, std = _mean_std(model)
+    ds = build_dataset(cfg.data, cfg.data.val_split, list(cfg.model.tasks), train=False, mean=mean, std=std)
+    single = evaluate(model, DataLoader(ds, batch_size=cfg.train.eval_batch_size), MultiTaskEvaluator(
+        cfg.model.tasks, get_dataset_info(cfg.model.dataset)))
+    for task, values in summary["final_metrics"].items():
+        for key, value in values.items():
+            if isinstance(value, float):
+                assert single[task][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, key)

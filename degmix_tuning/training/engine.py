@@ -144,6 +144,10 @@ def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max
     if accelerator is not None:
         # DDP's forward syncs buffers collectively; with uneven eval shards a rank would wait forever
         model = accelerator.unwrap_model(model)
+        if accelerator.num_processes > 1:
+            # every rank evaluates the model rank 0 saves: its BatchNorm statistics (per process without SyncBN)
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
     was_training = model.training
     model.eval()
     evaluator.reset()
