@@ -177,23 +177,32 @@ def test_other_frozen_weights_are_refused(trained_run):
         load_tuned(trained_run.run_dir, backbone=other)
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
-    """`accelerate launch --multi_gpu --num_processes 2` on CPU: one gloo job, one run folder written once."""
+def _launch_two_cpu_processes(out: Path, sets: list[str], cache: Path) -> subprocess.CompletedProcess:
+    """The NYUD recipe under `accelerate launch --multi_gpu --num_processes 2` on CPU (a gloo job)."""
     import os
 
-    out = tmp_path / "ddp"
-    sets = ["model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic_n=24", "data.synthetic_size=48,64",
-            "data.num_workers=0", "train.eval_batch_size=2", "train.max_steps=4", "train.eval_every=2",
-            "train.checkpoint_every=2", "train.log_every=1"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            str(ROOT / "recipes" / "tune_nyud.py"), "--synthetic", "--no-progress", "--output-dir", str(out)]
     for s in sets:
         cmd += ["--set", s]
-    env = {**os.environ, "DEGMIX_CACHE": str(synthetic_cache), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "DEGMIX_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+TWO_PROCESS_SETS = ["model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic_n=24", "data.synthetic_size=48,64",
+                    "data.num_workers=0"]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
+    """`accelerate launch --multi_gpu --num_processes 2` on CPU: one gloo job, one run folder written once."""
+    out = tmp_path / "ddp"
+    proc = _launch_two_cpu_processes(out, TWO_PROCESS_SETS + [
+        "train.eval_batch_size=2", "train.max_steps=4", "train.eval_every=2", "train.checkpoint_every=2",
+        "train.log_every=1"], synthetic_cache)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["step"] == 4
     assert proc.stdout.count("run folder:") == 1 and proc.stdout.count("step 4 eval") == 1  # rank 0 alone prints
@@ -221,3 +230,25 @@ def test_two_cpu_processes_form_one_job(tmp_path, synthetic_cache):
         for key, value in values.items():
             if isinstance(value, float):
                 assert single[task][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (task, key)
+
+
+@pytest.mark.slow
+def test_two_processes_at_batch_1_equal_one_process_at_batch_2(tmp_path, synthetic_cache):
+    """DDP averages per-process gradients; with BatchNorm statistics frozen and equal valid-pixel counts per image
+    (depth, no rescaling), 2 processes x 1 image follow the same trajectory as 1 process x 2 images."""
+    sets = TWO_PROCESS_SETS + [
+        "model.tasks=depth", "data.scale_range=1,1", "train.freeze_bn=true", "train.batch_size=2",
+        "train.max_steps=3", "train.eval_every=0", "train.eval_at_start=false", "train.checkpoint_every=0",
+        "train.lr=0.05"]
+    _launch_two_cpu_processes(tmp_path / "two", sets, synthetic_cache)
+    cfg = ExperimentConfig().override(["data.synthetic=true"] + sets + [f"train.output_dir={tmp_path / 'one'}"])
+    one = train(cfg, show_progress=False)
+    a, _ = read_adapter(tmp_path / "two")
+    b, _ = read_adapter(one.adapter_path)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6, msg=f"2x1 and 1x2 differ at {k}")
+    from degmix_tuning.training.engine import build_model
+
+    torch.manual_seed(cfg.train.seed)  # what train() does before building: the untrained weights
+    start = build_model(cfg).state_dict()
+    assert max(float((b[k].float() - start[k].float()).abs().max()) for k in b if k.endswith("weight")) > 1e-3

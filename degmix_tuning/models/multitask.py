@@ -28,10 +28,16 @@ class MultiTaskModel(nn.Module):
     def backbone_frozen(self) -> bool:
         return is_frozen(self.backbone)
 
+    freeze_bn: bool = False  # BatchNorm layers use and keep their running statistics in train mode too
+
     def train(self, mode: bool = True):
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()
+        if self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def extract_features(self, images: Tensor) -> list[Tensor]:

@@ -28,6 +28,7 @@ class TrainConfig(ConfigBase):
     gradient_accumulation_steps: int = 1
     clip_grad_norm: float | None = None
     sync_bn: bool = True  # with several processes, BatchNorm statistics are synced (as the official recipe)
+    freeze_bn: bool = False  # BatchNorm layers keep their running statistics while training (tiny per-process batches)
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
     seed: int = 0
     eval_every: int = 2_000  # steps; 0 = only at the end

@@ -206,6 +206,7 @@ def train(
     set_seed(tc.seed)
 
     model = build_model(cfg)
+    model.freeze_bn = tc.freeze_bn
     if tc.sync_bn and accelerator.num_processes > 1:  # the official recipe syncs BatchNorm statistics across GPUs
         if accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
