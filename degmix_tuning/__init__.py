@@ -1,18 +1,39 @@
-"""degmix-tuning: parameter-efficient multi-task dense prediction with a frozen backbone and the DeGMix head."""
+"""degmix-tuning: parameter-efficient multi-task dense prediction with a frozen backbone and the DeGMix head.
 
-from .backbones import create_backbone, list_backbones, register_backbone
-from .config import ConfigBase
-from .models import DeGMixConfig, ModelConfig, MultiTaskModel, create_model, get_preset, list_presets
-from .params import ParamReport, count_parameters
-from .tasks import TASKS, TaskSpec, get_task, list_tasks, register_task
-from .training.checkpoint import load_tuned
-from .tuning import apply_tuning, build_tuned_model, list_tuning_methods, register_tuning_method
+The public names below are imported on first use (PEP 562), so `import degmix_tuning` and the command line's
+`--help` do not pay for torch, timm and torchvision until something needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = sorted([
-    "ConfigBase", "DeGMixConfig", "ModelConfig", "MultiTaskModel", "ParamReport", "TASKS", "TaskSpec",
-    "count_parameters", "create_backbone", "create_model", "get_preset", "get_task", "list_backbones",
-    "list_presets", "list_tasks", "register_backbone", "register_task", "apply_tuning", "build_tuned_model",
-    "list_tuning_methods", "load_tuned", "register_tuning_method",
-])
+# public name -> submodule that defines it
+_EXPORTS = {
+    "create_backbone": "backbones", "list_backbones": "backbones", "register_backbone": "backbones",
+    "ConfigBase": "config",
+    "DeGMixConfig": "models", "ModelConfig": "models", "MultiTaskModel": "models", "create_model": "models",
+    "get_preset": "models", "list_presets": "models",
+    "ParamReport": "params", "count_parameters": "params",
+    "TASKS": "tasks", "TaskSpec": "tasks", "get_task": "tasks", "list_tasks": "tasks", "register_task": "tasks",
+    "load_tuned": "training.checkpoint",
+    "apply_tuning": "tuning", "build_tuned_model": "tuning", "list_tuning_methods": "tuning",
+    "register_tuning_method": "tuning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'degmix_tuning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -60,3 +60,23 @@ def test_recipe_flag_precedence(tmp_path):
     assert cfg.train.seed == 9  # --set beats the file
     assert cfg.train.max_steps == 80 and cfg.data.synthetic  # demo settings beat the file
     assert cfg.model.tasks == ("depth",)
+
+
+def test_cli_help_imports_no_torch():
+    """`degmix-tuning --help` and every subcommand parser build without torch/timm (lazy imports): help is instant."""
+    import subprocess
+    import sys
+
+    code = ("import sys, degmix_tuning, degmix_tuning.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_package_names_resolve_lazily():
+    import degmix_tuning
+
+    assert degmix_tuning.create_model.__name__ == "create_model"
+    assert set(degmix_tuning.__all__) <= set(dir(degmix_tuning))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        degmix_tuning.nope  # noqa: B018
