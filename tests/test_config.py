@@ -80,3 +80,12 @@ def test_package_names_resolve_lazily():
     assert set(degmix_tuning.__all__) <= set(dir(degmix_tuning))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         degmix_tuning.nope  # noqa: B018
+
+
+def test_models_table_is_not_cut_at_80_columns(monkeypatch, capsys):
+    from degmix_tuning.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["models", "--preset", "degmix_tuning_swin_b_pascal"]) == 0
+    out = capsys.readouterr().out
+    assert "degmix_tuning_swin_b_pascal" in out and "semseg,human_parts,sal,normals" in out

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     table = Table(title="DeGMix model presets")
     for col in ("preset", "backbone", "dataset", "tasks", "d", "total", "trainable"):
-        table.add_column(col, justify="right" if col in ("d", "total", "trainable") else "left")
+        table.add_column(col, justify="right" if col in ("d", "total", "trainable") else "left", no_wrap=True)
     names = [args.preset] if args.preset else list_presets()
     for name in names:
         cfg = get_preset(name)
@@ -35,7 +35,11 @@ def _run(args: argparse.Namespace) -> int:
         else:
             row += ["-", "-"]
         table.add_row(*row)
-    console.print(table)
+    # names and counts are never cut: widen the console to the table rather than squeeze it to 80 columns
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    Console(width=max(console.width, needed)).print(table)
     return 0
 
 
