@@ -89,3 +89,14 @@ def test_models_table_is_not_cut_at_80_columns(monkeypatch, capsys):
     assert main(["models", "--preset", "degmix_tuning_swin_b_pascal"]) == 0
     out = capsys.readouterr().out
     assert "degmix_tuning_swin_b_pascal" in out and "semseg,human_parts,sal,normals" in out
+
+
+def test_synthetic_runs_of_other_backbones_get_their_own_folder():
+    from degmix_tuning.training.recipe import build_parser, config_from_args
+
+    def out(*argv):
+        return config_from_args(build_parser("nyud").parse_args(list(argv)), "nyud").train.output_dir
+
+    assert out("--synthetic") == "runs/synthetic_nyud"
+    assert out("--synthetic", "--backbone", "convnext_tiny") == "runs/synthetic_nyud_convnext_tiny"
+    assert out("--synthetic", "--backbone", "convnext_tiny", "--output-dir", "mine") == "mine"

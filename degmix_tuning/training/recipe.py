@@ -30,7 +30,7 @@ SYNTHETIC_DEMO = {
 _FLAGS = {
     # flag: (config key, type, help)
     "backbone": ("model.backbone", str, "registered backbone or any timm model name (default per preset: swin_t)"),
-    "tasks": ("model.tasks", str, "comma-separated tasks, e.g. semseg,depth,normals,edge"),
+    "tasks": ("model.tasks", str, "comma-separated tasks of the dataset (default: the preset's)"),
     "head_dim": ("model.head.dim", int, "DeGMix head width d (128 for DeGMix-Tuning, 256 official full model)"),
     "interaction": ("model.head.interaction", str, "task interaction: global | pixel | official"),
     "checkpoint_path": ("model.checkpoint_path", str, "local .pth/.safetensors backbone weights"),
@@ -38,7 +38,7 @@ _FLAGS = {
     "arrow_path": ("data.arrow_path", str, "train from a dataset converted with `degmix-tuning data to-arrow`"),
     "num_workers": ("data.num_workers", int, "DataLoader workers"),
     "max_samples": ("data.max_samples", int, "use at most this many samples per split (quick runs)"),
-    "tuning": ("tuning", str, "tuning method: degmix (default), full, decoder_only, bitfit, lora, adapter, mtlora, ditask"),
+    "tuning": ("tuning", str, "tuning method (default degmix): {methods}"),
     "lr": ("train.lr", float, "learning rate (official: 1e-3)"),
     "max_steps": ("train.max_steps", int, "optimizer steps (official: 40000)"),
     "batch_size": ("train.batch_size", int, "global batch size (official: 8)"),
@@ -48,17 +48,21 @@ _FLAGS = {
     "seed": ("train.seed", int, "random seed"),
     "eval_every": ("train.eval_every", int, "evaluate every N steps (0: only at the end)"),
     "checkpoint_every": ("train.checkpoint_every", int, "checkpoint every N steps (0: only at the end)"),
-    "output_dir": ("train.output_dir", str, "run folder"),
+    "output_dir": ("train.output_dir", str, "run folder (--synthetic: runs/synthetic_<dataset>[_<backbone>])"),
 }
 
 
 def build_parser(dataset: str) -> argparse.ArgumentParser:
+    from ..tuning import list_tuning_methods
+
     info = get_dataset_info(dataset)
+    demo = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in SYNTHETIC_DEMO.items() if k != "train.output_dir")
     p = argparse.ArgumentParser(
-        description=f"DeGMix-Tuning on {dataset.upper()} (tasks by default: {', '.join(info.default_tasks)}). "
-        "Start with `accelerate launch` (CPU, one GPU or many) or plain `python`.",
+        description=f"DeGMix-Tuning on {dataset.upper()} (tasks: {', '.join(info.tasks)}; by default "
+        f"{', '.join(info.default_tasks)}). Start with `accelerate launch` (CPU, one GPU or many) or plain `python`.",
     )
-    p.add_argument("--synthetic", action="store_true", help="train on the built-in synthetic scenes (no download)")
+    p.add_argument("--synthetic", action="store_true",
+                   help=f"train on the built-in synthetic scenes (no download); demo defaults: {demo}")
     p.add_argument("--config", help="an ExperimentConfig JSON (e.g. a previous run's config.json)")
     p.add_argument("--preset", default=f"degmix_tuning_swin_t_{dataset}", help="model preset to start from")
     p.add_argument("--pretrained", action="store_true", help="load timm/hub pretrained backbone weights")
@@ -68,6 +72,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module (name or .py file) that registers backbones/tasks/tuning methods; repeatable")
     for flag, (_, typ, help_) in _FLAGS.items():
+        help_ = help_.replace("{methods}", ", ".join(list_tuning_methods()))
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=typ, default=None, help=help_)
     return p
 
@@ -81,6 +86,8 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
     if args.synthetic:
         overrides += [f"{k}={v}".replace("{dataset}", dataset) for k, v in SYNTHETIC_DEMO.items()]
         overrides.append("data.synthetic=true")
+        if args.backbone and args.backbone != cfg.model.backbone:  # one demo folder per backbone: runs never collide
+            overrides.append(f"train.output_dir=runs/synthetic_{dataset}_{args.backbone.replace('/', '_')}")
     if args.pretrained:
         overrides.append("model.pretrained=true")
     for flag, (key, _, _) in _FLAGS.items():
