@@ -211,3 +211,21 @@ def test_import_flag_registers_a_backbone_for_the_cli(tmp_path, monkeypatch, cap
     assert "my_two_level" in list_backbones()
     assert main(["evaluate", str(tmp_path / "no_run"), "--import", "no_such_module_xyz"]) == 1
     assert "module 'no_such_module_xyz' not found" in capsys.readouterr().err
+
+
+def test_pretrained_without_network_is_one_clear_line(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached
+    # the suite runs with HF_HUB_OFFLINE=1: the hub library refuses at once, we say what to do
+    with pytest.raises(ValueError, match=r"could not load the pretrained weights of 'resnet18'.*--checkpoint-path"):
+        create_backbone("resnet18", pretrained=True)
+    # online mode but the hub does not resolve: fail at once instead of ~50 s of retries
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ValueError, match="not in the local hub cache and the hub is unreachable"):
+        create_backbone("resnet18", pretrained=True)

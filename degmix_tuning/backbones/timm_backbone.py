@@ -37,6 +37,46 @@ def _create_timm_model(name: str, **kwargs) -> nn.Module:
                 kwargs.pop(k)
 
 
+def _hub_weights_unreachable(name: str) -> bool:
+    """True when the hub weights of `name` are not in the local cache and the hub's host does not even resolve.
+
+    Saves the ~50 s of download retries that end in a generic hub error on a machine without network.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    cfg = timm.models.get_pretrained_cfg(name.split(".")[0] if "." not in name else name)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False  # not a hub model, or the hub library already fails fast
+    from huggingface_hub import try_to_load_from_cache
+
+    if any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin")):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return True
+    return False
+
+
+def _create_pretrained(name: str, **kwargs) -> nn.Module:
+    """`timm.create_model(pretrained=True)` with one clear error when the weights cannot be had."""
+    fix = (f"put the weights in the Hugging Face hub cache (HF_HOME) on a machine with network, or download the file "
+           f"and pass --checkpoint-path FILE instead of --pretrained")
+    if _hub_weights_unreachable(name):
+        raise ValueError(f"pretrained weights of {name!r} are not in the local hub cache and the hub is unreachable; {fix}")
+    try:
+        return _create_timm_model(name, pretrained=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - hub, file and format errors all mean "no weights": say what to do
+        if isinstance(exc, TypeError):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"could not load the pretrained weights of {name!r} ({reason}); {fix}") from exc
+
+
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over channels of an NCHW map (the per-stage output norm of mmseg's Swin)."""
 
@@ -95,7 +135,10 @@ class TimmBackbone(FeatureBackbone):
             if foreign:
                 logger.info(f"{checkpoint_path}: skipped {len(foreign)} keys of other modules: {describe_skipped(foreign)}")
             self.weights_source = str(checkpoint_path)
-        self.model = _create_timm_model(name, pretrained=pretrained and checkpoint_path is None, **kwargs)
+        if pretrained and checkpoint_path is None:
+            self.model = _create_pretrained(name, **kwargs)
+        else:
+            self.model = _create_timm_model(name, **kwargs)
         whole_slot = file_state is not None and (_is_slot_layout(file_state) or is_mmseg_swin(file_state))
         if file_state is not None and not whole_slot:
             self._load_timm_state(file_state, str(checkpoint_path))  # before pruning: the file has the final norm
