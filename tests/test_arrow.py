@@ -69,3 +69,18 @@ def test_build_dataset_from_arrow_equals_files(tmp_path):
         build_dataset(DataConfig(dataset="pascal", arrow_path=str(out)), "val", ("semseg",), train=False)
     with pytest.raises(FileExistsError):
         convert_to_arrow(lambda s: NYUDReader(root, s), out)
+
+
+def test_wrong_root_creates_nothing_and_the_copy_is_an_ordinary_folder(tmp_path):
+    import os
+
+    missing = tmp_path / "no_root"
+    with pytest.raises(FileNotFoundError):
+        convert_to_arrow(lambda split: NYUDReader(missing, split), tmp_path / "deep" / "out")
+    assert not (tmp_path / "deep").exists()  # nothing made before the root was checked
+    root = write_synthetic_dataset(tmp_path / "root", n=3, flavour="nyud", seed=0, size=(24, 32),
+                                   render_fn=fake_indoor_scene)
+    out = convert_to_arrow(lambda split: NYUDReader(root, split), tmp_path / "copy")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700

@@ -60,8 +60,8 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output folder exists and is not empty; choose a new folder")
+    readers = {split: make_reader(split) for split in splits}  # a wrong root fails here, before anything is made
     out.parent.mkdir(parents=True, exist_ok=True)
-    readers = {split: make_reader(split) for split in splits}
     first = next(iter(readers.values()))
     dataset_name, tasks = first.dataset, tuple(first.tasks)
 
@@ -93,6 +93,9 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
         (tmp / ARROW_META).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()  # empty (checked above)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the copy is an ordinary folder for every user
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

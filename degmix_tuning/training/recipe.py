@@ -126,6 +126,10 @@ def main(dataset: str, argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
+    if cfg.data.arrow_path and not Path(cfg.data.arrow_path).is_dir():
+        print(f"error: --arrow-path {cfg.data.arrow_path!r} does not exist; make it with `degmix-tuning data to-arrow "
+              f"--dataset {dataset} --root DIR --out {cfg.data.arrow_path}`", file=sys.stderr)
+        return 2
     if not cfg.data.synthetic and not cfg.data.arrow_path and (not cfg.data.root or not Path(cfg.data.root).is_dir()):
         print(f"error: {missing_data_message(dataset, cfg.data.root)}", file=sys.stderr)
         return 2
