@@ -186,8 +186,9 @@ def test_plot_reads_runs_and_writes_a_png(tmp_path):
     assert delta_m({t: rec.paper_metrics()[t] for t in ref}, ref) == pytest.approx(0.0, abs=1e-9)
 
     result = plot_budget(tmp_path / "fig.png", runs)
-    assert result.runs == 1 and result.published >= 20
-    assert len(result.skipped) == 2 and any("delta-m needs" in s for s in result.skipped)
+    # a: full delta-m; c: delta-m over its own task (semseg), labelled as such; b: another backbone and dataset
+    assert result.runs == 2 and result.published >= 20
+    assert len(result.skipped) == 1 and "tiny_swin/nyud" in result.skipped[0]
     png = (tmp_path / "fig.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
     by_metric = plot_budget(tmp_path / "semseg.png", runs, metric="semseg")
@@ -201,3 +202,33 @@ def test_plot_reads_runs_and_writes_a_png(tmp_path):
     (good / "metrics.jsonl").write_text('{"step": 1, "metrics": {}}\n{broken\n')
     with pytest.raises(ValueError, match="line 2 is not valid JSON"):
         plot_budget(tmp_path / "x.png", runs)
+
+
+def test_nyud_plot_of_a_semseg_depth_run_needs_no_flags(tmp_path):
+    """`report plot --runs` on a demo-like NYUD run: dataset and backbone come from the run, and Δm over its own
+    tasks puts it (and DeGMix-Tuning's published point) on the figure; log ticks read as plain numbers."""
+    from degmix_tuning.reporting import plot as plot_module
+
+    runs = tmp_path / "runs"
+    _write_run(runs / "demo", {"backbone": "swin_t", "dataset": "nyud", "tasks": ["semseg", "depth"]},
+               [{"step": 80, "metrics": {"semseg": {"miou": 0.4265}, "depth": {"rmse": 0.60}}}], 1_322_645)
+    result = plot_budget(tmp_path / "nyud.png", runs)
+    assert result.runs == 1 and not result.skipped
+    rows = [r for r in plot_module.PUBLISHED if r.dataset == "nyud" and r.method == "DeGMix-Tuning"]
+    y, note = plot_module._y_published(rows[0], "delta_m")
+    ref = reference_row("swin_t", "nyud").metrics
+    expected = 100 * ((44.90 - ref["semseg"]) / ref["semseg"] - (0.615 - ref["depth"]) / ref["depth"]) / 2
+    assert note == "semseg+depth" and y == pytest.approx(expected)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    ax.set_xlim(0.5, 100)
+    plot_module._plain_log_ticks(ax.xaxis)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    plt.close(fig)
+    assert "1" in labels and "10" in labels and not any("10^" in t or "times" in t for t in labels)

@@ -50,7 +50,8 @@ def register(sub) -> None:
     plot = rsub.add_parser("plot", help="accuracy (delta-m or a task metric) vs trainable parameters, log x")
     plot.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
     plot.add_argument("--runs", default=None, help="a run folder or a folder of runs (metrics.jsonl + config.json)")
-    plot.add_argument("--backbone", default="swin_t")
-    plot.add_argument("--dataset", default="pascal", choices=["nyud", "pascal"])
+    plot.add_argument("--backbone", default=None, help="default: the one the runs share, else swin_t")
+    plot.add_argument("--dataset", default=None, choices=["nyud", "pascal"],
+                      help="default: the one the runs share, else pascal")
     plot.add_argument("--metric", default="delta_m", help="delta_m (default) or a task name, e.g. semseg")
     plot.set_defaults(func=_plot)

@@ -34,10 +34,32 @@ class PlotResult:
     skipped: list[str] = field(default_factory=list)  # why runs were left out
 
 
-def _y_published(row, metric: str) -> float | None:
+def _partial_delta_m(values: dict[str, float], ref) -> tuple[float, str] | None:
+    """Δm over the point's own tasks when it has fewer than the reference (e.g. NYUD semseg+depth): (Δm, tasks)."""
+    if ref is None or not values or not set(values) < set(ref.metrics):
+        return None
+    return delta_m(values, {t: ref.metrics[t] for t in values}), "+".join(values)
+
+
+def _y_published(row, metric: str) -> tuple[float | None, str]:
+    """-> (y, note): note names the tasks when Δm covers only the row's own tasks."""
     if metric == "delta_m":
-        return row.delta_m if row.delta_m is not None else recomputed_delta_m(row)
-    return row.metrics.get(metric)
+        y = row.delta_m if row.delta_m is not None else recomputed_delta_m(row)
+        if y is None:
+            partial = _partial_delta_m(dict(row.metrics), reference_row(row.backbone, row.dataset))
+            if partial:
+                return partial[0], partial[1]
+        return y, ""
+    return row.metrics.get(metric), ""
+
+
+def _plain_log_ticks(axis) -> None:
+    """0.3, 1, 3, 10 instead of 3x10^-1, 10^0, 3x10^0 on a log axis (labels at 1, 2, 5 per decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
 def _place_labels(ax, points: list[tuple[float, float, str, str]], avoid=()) -> None:
@@ -72,9 +94,19 @@ def _place_labels(ax, points: list[tuple[float, float, str, str]], avoid=()) -> 
                     arrowprops=dict(arrowstyle="-", lw=0.4, color=color, shrinkA=0, shrinkB=3))
 
 
-def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: str = "swin_t", dataset: str = "pascal",
-                metric: str = "delta_m") -> PlotResult:
-    """Write the figure to `out` (PNG/PDF/SVG by extension). `metric`: "delta_m" or a task name (paper metric)."""
+def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: str | None = None,
+                dataset: str | None = None, metric: str = "delta_m") -> PlotResult:
+    """Write the figure to `out` (PNG/PDF/SVG by extension). `metric`: "delta_m" or a task name (paper metric).
+
+    `backbone` / `dataset` default to those the runs share (so `--runs runs/` plots the runs it finds), else
+    swin_t / pascal.
+    """
+    if runs_dir is not None and (backbone is None or dataset is None):
+        found = {(r.backbone, r.dataset) for r in map(load_run, find_runs(runs_dir))}
+        if len(found) == 1:
+            (only_backbone, only_dataset), = found
+            backbone, dataset = backbone or only_backbone, dataset or only_dataset
+    backbone, dataset = backbone or "swin_t", dataset or "pascal"
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,8 +114,12 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
 
     out = Path(out)
     rows = [r for r in PUBLISHED if r.plot and r.backbone == backbone and r.dataset == dataset]
-    pts = [(r, r.params_m, _y_published(r, metric)) for r in rows]
-    pts = [(r, x, y) for r, x, y in pts if x is not None and y is not None]
+    pts, notes = [], {}
+    for r in rows:
+        y, note = _y_published(r, metric)
+        if r.params_m is not None and y is not None:
+            pts.append((r, r.params_m, y))
+            notes[id(r)] = note
     skipped: list[str] = []
     runs = []
     if runs_dir is not None:
@@ -94,40 +130,51 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
                 skipped.append(f"{run_dir}: {rec.backbone}/{rec.dataset}, the plot is {backbone}/{dataset}")
                 continue
             values = rec.paper_metrics()
+            note = ""
             if metric == "delta_m":
-                if ref is None or any(t not in values for t in ref.metrics):
+                own = {t: v for t, v in values.items() if ref is not None and t in ref.metrics}
+                partial = _partial_delta_m(own, ref)
+                if ref is not None and all(t in values for t in ref.metrics):
+                    y = delta_m({t: values[t] for t in ref.metrics}, ref.metrics)
+                elif partial:
+                    y, note = partial
+                else:
                     need = list(ref.metrics) if ref else "a single-task reference"
-                    skipped.append(f"{run_dir}: delta-m needs {need}, the run has {sorted(values)}; try --metric TASK")
+                    skipped.append(f"{run_dir}: delta-m needs tasks of {need}, the run has {sorted(values)}; "
+                                   "try --metric TASK")
                     continue
-                y = delta_m({t: values[t] for t in ref.metrics}, ref.metrics)
             elif metric in values:
                 y = values[metric]
             else:
                 skipped.append(f"{run_dir}: no {metric} metric in its last evaluation")
                 continue
             trainable = rec.trainable if rec.trainable is not None else count_trainable_from_config(rec.config)
-            runs.append((rec, trainable / 1e6, y))
+            runs.append((rec, trainable / 1e6, y, note))
     if not pts and not runs:
         raise ValueError(f"nothing to plot for {backbone}/{dataset} with metric {metric!r}: no published row has it "
                          "and no run matched")
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=150)
     labels = []
+    def tag(text: str, note: str) -> str:
+        return f"{text} [Δm {note}]" if note else text
+
     for rule, (color, marker, name) in RULE_STYLE.items():
         sel = [(r, x, y) for r, x, y in pts if r.rule == rule]
         if sel:
             ax.scatter([x for _, x, _ in sel], [y for _, _, y in sel], c=color, marker=marker, s=36, label=name,
                        edgecolors="black", linewidths=0.4, zorder=3)
-            labels += [(x, y, r.method, color) for r, x, y in sel]
+            labels += [(x, y, tag(r.method, notes[id(r)]), color) for r, x, y in sel]
     if runs:
         color, marker = RUN_STYLE
-        ax.scatter([x for _, x, _ in runs], [y for _, _, y in runs], c=color, marker=marker, s=140,
+        ax.scatter([x for _, x, _, _ in runs], [y for _, _, y, _ in runs], c=color, marker=marker, s=140,
                    edgecolors="black", linewidths=0.5, label="our runs (a+b+c)", zorder=4)
-        labels += [(x, y, f"{rec.method} ({rec.path.name})", color) for rec, x, y in runs]
+        labels += [(x, y, tag(f"{rec.method} ({rec.path.name})", note), color) for rec, x, y, note in runs]
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     if metric == "delta_m":
         ax.axhline(0.0, color="#555555", lw=0.8, ls="--", zorder=1)
-        ax.set_ylabel("Δm vs single-task full fine-tuning (%)")
+        ax.set_ylabel("Δm vs single-task full fine-tuning (%)\n[Δm x+y]: over tasks x and y only")
     else:
         ax.set_ylabel(f"{metric}: {METRIC_LABELS.get(metric, 'paper units')}")
     ax.set_xlabel("trainable parameters (M, log scale; published counts as printed)")
