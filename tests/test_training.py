@@ -132,8 +132,9 @@ def test_cli_evaluate_and_predict(trained_run, tmp_path):
     assert len(pngs) == 2
     from PIL import Image as _Image
 
-    # input | semseg | depth | semseg GT | depth GT, 64 px wide each with 4 px gaps
-    assert _Image.open(pngs[0]).size == (5 * 64 + 4 * 4, 48)
+    # a readable figure: input + 2 tasks, prediction and ground-truth rows, ~320 px per 64-px panel
+    width, height = _Image.open(pngs[0]).size
+    assert width > 3 * 250 and height > 2 * 150
     from PIL import Image
 
     seg = sorted((pred_dir / "semseg").glob("*.png"))
@@ -252,3 +253,21 @@ def test_two_processes_at_batch_1_equal_one_process_at_batch_2(tmp_path, synthet
     torch.manual_seed(cfg.train.seed)  # what train() does before building: the untrained weights
     start = build_model(cfg).state_dict()
     assert max(float((b[k].float() - start[k].float()).abs().max()) for k in b if k.endswith("weight")) > 1e-3
+
+
+def test_prediction_figure_shares_the_depth_scale_and_names_classes(tmp_path):
+    import numpy as np
+
+    from degmix_tuning.visualize import prediction_figure
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    pred_depth = np.full((1, 48, 64), 1.5, np.float32)
+    gt_depth = np.linspace(0.9, 4.6, 48 * 64, dtype=np.float32).reshape(1, 48, 64)
+    gt_depth[0, :4] = 255  # ignored pixels take no part in the scale
+    seg = rng.integers(0, 3, (48, 64))
+    scales = prediction_figure(tmp_path / "f.png", image, {"semseg": seg, "depth": pred_depth},
+                               {"semseg": seg, "depth": gt_depth}, {"semseg": ("wall", "floor", "cabinet")})
+    lo, hi = scales["depth"]
+    assert lo == pytest.approx(float(gt_depth[0, 4:].min())) and hi == pytest.approx(4.6)  # prediction 1.5 inside
+    assert (tmp_path / "f.png").stat().st_size > 10_000

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..tasks import get_task
-from ..visualize import colorize_labels, colorize_scalar, denormalize_image, normals_to_rgb, side_by_side
+from ..visualize import denormalize_image, normals_to_rgb, prediction_figure
 
 
 def centre_crop(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -33,56 +33,31 @@ def postprocess(task: str, logits: torch.Tensor) -> np.ndarray:
     return pred.cpu().numpy()
 
 
-def label_panel(task: str, label: np.ndarray) -> np.ndarray:
-    """A ground-truth label (tasks.py convention, 255 = ignore) as an [H, W, 3] picture for the side-by-side view."""
-    if task in ("semseg", "human_parts", "sal"):
-        return colorize_labels(label.astype(np.int64))
-    if task == "normals":
-        valid = (label != 255).all(axis=0)
-        return np.where(valid[..., None], normals_to_rgb(np.where(valid, label, 0.0)), 255).astype(np.uint8)
-    values = label[0].astype(np.float64)
-    valid = values != 255
-    if task == "depth":
-        valid &= values > 0
-    picture = colorize_scalar(np.where(valid, values, np.nan), 0.0 if task == "edge" else None,
-                              1.0 if task == "edge" else None, cmap="gray" if task == "edge" else "magma_r")
-    picture[~valid] = 255
-    return picture
-
-
 def save_prediction(out_dir: Path, sample_id: str, image: np.ndarray, preds: dict[str, np.ndarray], mean, std,
-                    labels: dict[str, np.ndarray] | None = None) -> Path:
-    """Write the raw per-task files and `<out>/vis/<id>.png` (input | predictions | ground truth, when `labels`
-    are given). `image` is [3, H, W] normalised."""
+                    labels: dict[str, np.ndarray] | None = None,
+                    class_names: dict[str, tuple[str, ...]] | None = None) -> Path:
+    """Write the raw per-task files and `<out>/vis/<id>.png` (a labelled figure: input, predictions and, when
+    `labels` are given, the ground truth under each prediction). `image` is [3, H, W] normalised."""
     from scipy.io import savemat
 
-    panels = [denormalize_image(image, mean, std)]
     for task, p in preds.items():
         folder = out_dir / task
         folder.mkdir(parents=True, exist_ok=True)
         if task in ("semseg", "human_parts"):
-            ids = p.astype(np.uint8)
-            Image.fromarray(ids).save(folder / f"{sample_id}.png")
-            panels.append(colorize_labels(ids))
+            Image.fromarray(p.astype(np.uint8)).save(folder / f"{sample_id}.png")
         elif task in ("sal", "edge"):
             prob = p[0] if p.ndim == 3 else p
             Image.fromarray((255.0 * prob).astype(np.uint8)).save(folder / f"{sample_id}.png")
-            panels.append(colorize_scalar(prob, 0.0, 1.0, cmap="gray"))
         elif task == "normals":
-            rgb = normals_to_rgb(p)
-            Image.fromarray(rgb).save(folder / f"{sample_id}.png")
-            panels.append(rgb)
+            Image.fromarray(normals_to_rgb(p)).save(folder / f"{sample_id}.png")
         elif task == "depth":
             depth = p[0].astype(np.float32)
             np.save(folder / f"{sample_id}.npy", depth)
             savemat(folder / f"{sample_id}.mat", {"depth": depth})
-            panels.append(colorize_scalar(depth))
         else:
             np.save(folder / f"{sample_id}.npy", p)
-    for task, label in (labels or {}).items():
-        panels.append(label_panel(task, label))
     vis = out_dir / "vis"
     vis.mkdir(parents=True, exist_ok=True)
     path = vis / f"{sample_id}.png"
-    Image.fromarray(side_by_side(panels)).save(path)
+    prediction_figure(path, denormalize_image(image, mean, std), preds, labels, class_names)
     return path
