@@ -271,3 +271,13 @@ def test_prediction_figure_shares_the_depth_scale_and_names_classes(tmp_path):
     lo, hi = scales["depth"]
     assert lo == pytest.approx(float(gt_depth[0, 4:].min())) and hi == pytest.approx(4.6)  # prediction 1.5 inside
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_log_files_get_plain_progress_lines(tmp_path, synthetic_cache, capsys, monkeypatch):
+    """stdout is not a terminal here (pytest captures it): periodic lines instead of a bar's last frame."""
+    monkeypatch.delenv("DEGMIX_NO_PROGRESS", raising=False)
+    train(tiny_config(tmp_path / "plain", max_steps=4, log_every=2, eval_at_start="false", checkpoint_every=4),
+          show_progress=True)
+    out = capsys.readouterr().out
+    assert "[degmix-tuning] step 2/4 semseg" in out and "img/s | elapsed" in out and "step 4/4" in out
+    assert "step 4: evaluating" in out and "step 4: writing checkpoint" in out

@@ -315,9 +315,11 @@ def train(
                         bar.update(step, None, None)
                     is_last = step == tc.max_steps
                     if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+                        bar.note(f"step {step}: evaluating ({len(val_ds)} val images)")
                         final_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
                         _record_eval(accelerator, run_dir, step, final_metrics)
                     if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
+                        bar.note(f"step {step}: writing checkpoint")
                         last_ckpt = _checkpoint(accelerator, model, cfg, run_dir, step)
                     if is_last or (stop_after is not None and step >= stop_after):
                         break
@@ -391,7 +393,11 @@ def _checkpoint(accelerator, model, cfg: ExperimentConfig, run_dir: Path, step: 
 
 
 class _ProgressBar:
-    """rich progress bar: step, per-task loss, images/s and ETA (main process only)."""
+    """Training progress on the main process: a rich bar in a terminal, plain periodic lines in a log file.
+
+    The bar shows step, elapsed and remaining time, and the per-task losses; a non-terminal stdout (a log file, a
+    job scheduler) gets one line per `train.log_every` steps instead of a bar that only shows its last frame.
+    """
 
     def __init__(self, enabled: bool, total: int, start: int, tasks: list[str]):
         self.enabled = enabled and os.environ.get("DEGMIX_NO_PROGRESS") != "1"
@@ -399,26 +405,47 @@ class _ProgressBar:
         self._progress = None
         self._task = None
         self._text = ""
+        self._t0 = time.perf_counter()
+        self.plain = False
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            )
 
+            self.plain = not Console().is_terminal
+            if self.plain:
+                return self
             self._progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
+                TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("train", total=self.total, completed=self.start, info="")
+            self._task = self._progress.add_task("train", total=self.total, completed=self.start, info="first step")
         return self
 
     def update(self, step: int, losses: dict | None, ips: float | None) -> None:
+        if losses is not None:
+            parts = " ".join(f"{t[:6]} {v:.3f}" for t, v in losses.items() if math.isfinite(v))
+            self._text = f"{parts} | {ips:.1f} img/s"
+        if self.plain and self.enabled and losses is not None:
+            done = max(step - self.start, 1)
+            elapsed = time.perf_counter() - self._t0
+            eta = elapsed / done * (self.total - step)
+            print(f"[degmix-tuning] step {step}/{self.total} {self._text} | elapsed {elapsed:.0f}s, eta {eta:.0f}s",
+                  flush=True)
         if not self._progress:
             return
-        if losses is not None:
-            parts = " ".join(f"{t}={v:.3f}" for t, v in losses.items() if math.isfinite(v))
-            self._text = f"{parts} | {ips:.1f} img/s"
         self._progress.update(self._task, completed=step, info=self._text)
+
+    def note(self, what: str) -> None:
+        """Say what a long pause is (evaluation, checkpoint): in the bar, or as a line in a log file."""
+        if self._progress:
+            self._progress.update(self._task, info=what)
+        elif self.plain and self.enabled:
+            print(f"[degmix-tuning] {what}", flush=True)
 
     def __exit__(self, *exc):
         if self._progress:
