@@ -100,3 +100,31 @@ def test_synthetic_runs_of_other_backbones_get_their_own_folder():
     assert out("--synthetic") == "runs/synthetic_nyud"
     assert out("--synthetic", "--backbone", "convnext_tiny") == "runs/synthetic_nyud_convnext_tiny"
     assert out("--synthetic", "--backbone", "convnext_tiny", "--output-dir", "mine") == "mine"
+
+
+@pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=inf", "train.checkpoint_every=-1",
+                                      "train.eval_every=-5", "train.keep_checkpoints=0", "train.momentum=nan"])
+def test_non_finite_and_negative_train_values_are_refused(override):
+    from degmix_tuning.training.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match=override.split("=")[0]):
+        ExperimentConfig().override([override])
+
+
+def test_non_finite_input_is_one_clear_error(tiny_model):
+    import torch
+
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 1, 5, 7] = float("nan")
+    x[0, 2, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="2 NaN/inf values"):
+        tiny_model(x)
+
+
+def test_data_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    from degmix_tuning.data.config import DataConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = DataConfig(root="data/NYUDv2")
+    assert cfg.root == str(tmp_path / "data" / "NYUDv2")
+    assert DataConfig.from_dict(cfg.to_dict()).root == cfg.root

@@ -4,6 +4,7 @@ augmentation settings. Validated on construction so a bad value fails before any
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import ConfigBase
 from .info import DATASETS_INFO, get_dataset_info
@@ -57,6 +58,11 @@ class DataConfig(ConfigBase):
             raise ValueError(f"data.max_samples={self.max_samples}: must be >= 1 or null")
         if not self.train_split or not self.val_split:
             raise ValueError("data.train_split and data.val_split must be non-empty split names")
+        # recorded absolute, so a run's config.json works from any directory (evaluate, predict, --resume)
+        for name in ("root", "arrow_path"):
+            value = getattr(self, name)
+            if value:
+                setattr(self, name, str(Path(value).expanduser().absolute()))
 
     def resolved_crop_size(self) -> tuple[int, int]:
         """Train crop == eval pad size: explicit, else the synthetic image size, else the dataset's default."""

@@ -55,5 +55,9 @@ class MultiTaskModel(nn.Module):
         """images: [B, 3, H, W] normalised -> {task: [B, C_task, H, W]}. `features` skips the backbone (cache)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+        if not torch.isfinite(images).all():  # torchvision's CPU deform_conv2d crashes the process on NaN/inf
+            bad = int((~torch.isfinite(images)).sum())
+            raise ValueError(f"input images hold {bad} NaN/inf values; fix or drop those images (the model needs "
+                             "finite pixel values)")
         feats = self.extract_features(images) if features is None else features
         return self.head(feats, tuple(images.shape[-2:]))

@@ -5,6 +5,7 @@ The resolved `ExperimentConfig` is written as `config.json` in every run folder 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..config import ConfigBase
@@ -53,8 +54,19 @@ class TrainConfig(ConfigBase):
         for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"train.lr must be positive, got {self.lr}")
+        for name in ("lr", "momentum", "weight_decay", "poly_power"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"train.{name} must be a finite {'positive' if name == 'lr' else 'non-negative'} "
+                                 f"number, got {value}")
+        if self.clip_grad_norm is not None and not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ValueError(f"train.clip_grad_norm must be a finite positive number or null, got {self.clip_grad_norm}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0 (0: only at the end), got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1 (the newest is always kept), got "
+                             f"{self.keep_checkpoints}")
         if self.feature_cache not in ("off", "memory", "disk"):  # fast path
             raise ValueError(f"train.feature_cache must be off, memory or disk, got {self.feature_cache!r}")
         known = {"tensorboard", "csv", "jsonl"}

@@ -386,7 +386,7 @@ def _checkpoint(accelerator, model, cfg: ExperimentConfig, run_dir: Path, step: 
     ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}")
     if accelerator.is_main_process:
         save_adapter(accelerator.unwrap_model(model), ckpt / ADAPTER_NAME, cfg.to_dict(), {"step": step})
-        for old in list_checkpoints(run_dir / "checkpoints")[: -max(cfg.train.keep_checkpoints, 1)]:
+        for old in list_checkpoints(run_dir / "checkpoints")[: -cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return ckpt
