@@ -281,3 +281,23 @@ def test_log_files_get_plain_progress_lines(tmp_path, synthetic_cache, capsys, m
     out = capsys.readouterr().out
     assert "[degmix-tuning] step 2/4 semseg" in out and "img/s | elapsed" in out and "step 4/4" in out
     assert "step 4: evaluating" in out and "step 4: writing checkpoint" in out
+
+
+def test_a_second_run_on_a_busy_folder_stops_at_once(tmp_path, synthetic_cache):
+    from degmix_tuning.training.run_lock import RunFolderBusy, RunFolderLock
+
+    out = tmp_path / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from degmix_tuning.training.run_lock import RunFolderLock\n"
+        f"with RunFolderLock({str(out)!r}):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunFolderBusy, match=rf"in use by another run \(pid {holder.pid}\)"):
+            train(tiny_config(out, max_steps=2), show_progress=False)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written by the refused run
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunFolderLock(out):  # the kernel dropped the killed holder's lock: no stale lock
+        pass

@@ -34,6 +34,7 @@ from .checkpoint import ADAPTER_NAME, list_checkpoints, save_adapter, save_state
 from .config import ExperimentConfig
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
+from .run_lock import RunFolderLock, is_main_launch_process
 from .trackers import CSVTracker, append_jsonl, flatten_metrics
 
 
@@ -196,7 +197,15 @@ def train(
     stop_after: int | None = None,
     show_progress: bool = True,
 ) -> RunResult:
-    """Run (or resume) a training job. `stop_after` ends the process early at that step (used to test resume)."""
+    """Run (or resume) a training job. `stop_after` ends the process early at that step (used to test resume).
+
+    The run folder is locked for the whole run (`run_lock.py`): a second run on it stops at once with one line.
+    """
+    with RunFolderLock(cfg.train.output_dir, enabled=is_main_launch_process()):
+        return _train(cfg, resume_from, stop_after, show_progress)
+
+
+def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | None, show_progress: bool) -> RunResult:
     from accelerate.utils import set_seed
 
     tc = cfg.train

@@ -1,0 +1,63 @@
+"""One training process per run folder: an advisory lock held for the whole run.
+
+Two runs (or two `--resume`s) on one folder would delete each other's temporary checkpoints and interleave their
+`metrics.jsonl` rows. The lock is `flock` on `<run>/.lock`: the kernel drops it when the process ends, however it
+ends, so a killed run never leaves a stale lock behind. Only the main process of a multi-process job takes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: no lock (documented), nothing else changes
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+class RunFolderBusy(FileExistsError):
+    """Another live process holds the run folder."""
+
+
+class RunFolderLock:
+    def __init__(self, run_dir: str | Path, enabled: bool = True):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.enabled = enabled and fcntl is not None
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunFolderLock":
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise RunFolderBusy(
+                f"run folder {str(self.path.parent)!r} is in use by another run (pid {holder}); wait for it to finish "
+                "or choose another --output-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+        return False
+
+
+def is_main_launch_process() -> bool:
+    """Rank 0 of a torchrun / accelerate launch job (or a plain single process), before Accelerate exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+__all__ = ["LOCK_NAME", "RunFolderBusy", "RunFolderLock", "is_main_launch_process"]
