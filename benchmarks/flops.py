@@ -41,7 +41,10 @@ def ensure_cpu_attention_counted() -> None:
 @contextmanager
 def deform_flops_counter(model: nn.Module, backward: bool = False):
     """Counts the 1x1 matmul of every `ChannelDeformableConv` call: yields a dict {"flops": n}. With
-    backward=True each call also adds the backward's 2x (grad input + grad weight)."""
+    backward=True each call also adds the backward's 2x (grad input + grad weight).
+
+    While counting, the mixers run torchvision's op (invisible to the counter, hence the analytic count); the
+    grid_sample path computes the same thing with a visible conv2d, which would otherwise be counted twice."""
     from degmix_tuning.models.deformable_mixer import ChannelDeformableConv
 
     total = {"flops": 0}
@@ -51,12 +54,18 @@ def deform_flops_counter(model: nn.Module, backward: bool = False):
         c_out = module.weight.shape[0]
         total["flops"] += 2 * b * h * w * c_in * c_out * (3 if backward else 1)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, ChannelDeformableConv)]
+    mods = [m for m in model.modules() if isinstance(m, ChannelDeformableConv)]
+    impls = [m.impl for m in mods]
+    handles = [m.register_forward_hook(hook) for m in mods]
+    for m in mods:
+        m.impl = "torchvision"
     try:
         yield total
     finally:
         for h in handles:
             h.remove()
+        for m, impl in zip(mods, impls):
+            m.impl = impl
 
 
 def _part_modules(model: nn.Module) -> dict[str, list[nn.Module]]:

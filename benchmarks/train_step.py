@@ -7,7 +7,12 @@ every method), so machine load hits all methods alike; the median step time is r
 Rows: the tuning methods of --methods, plus "degmix+cache" with --cache (the head-only step on features from the
 in-memory `FeatureCache`, digest checks included), "degmix+infmode" with --inference-mode (backbone under
 torch.inference_mode), "degmix+compile" with --compile-head (head compiled in place; the compile happens in the
-first, untimed call).
+first, untimed call), "degmix+head" with --head-gflops (the head-only step on features computed once, no cache).
+--deform-impl torchvision,grid_sample runs every row once per deformable-conv implementation ("row@impl").
+
+--head-gflops also times a 1024^3 float32 matmul on one thread (sgemm) in every round and reports each row's
+achieved GFLOP/s (counted train FLOPs / median step time) as a fraction of it; --profile-head adds a torch.profiler
+breakdown of one degmix+head step (top ops by time, FLOPs per op).
 
 Memory (CPU): the peak resident set size during one step minus the RSS just before it (Linux VmHWM, reset through
 /proc/self/clear_refs before each step; glibc's mmap threshold is pinned to 64 KiB so freed tensors leave the RSS).
@@ -35,11 +40,14 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 MMAP_THRESHOLD = "65536"
-TARGETS = (  # (row, reference row, max ratio): the issue's targets for the frozen-backbone path
-    ("degmix", "full", 0.45),
-    ("degmix", "lora", 0.60),
-    ("degmix+cache", "full", 0.15),
+RATIOS = (  # (row, reference row): step-time ratios printed for information (the first round's 0.45x / 0.6x /
+    # 0.15x targets were withdrawn after measuring the head's FLOPs: benchmarks/README.md)
+    ("degmix", "full"),
+    ("degmix", "lora"),
+    ("degmix+cache", "full"),
 )
+HEAD_SGEMM_TARGET = 0.85  # the issue's target: the head step reaches >= 85% of single-thread sgemm GFLOP/s
+SGEMM_N = 1024
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +69,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--cache", action="store_true", help="add the degmix+cache row (head-only step)")
     ap.add_argument("--inference-mode", action="store_true", help="add degmix+infmode (backbone in inference_mode)")
     ap.add_argument("--compile-head", action="store_true", help="add degmix+compile (torch.compile of the head)")
+    ap.add_argument("--deform-impl", default=None, metavar="IMPL[,IMPL...]",
+                    help="DeGMix deformable conv: auto | grid_sample | torchvision (default: the preset's). Several, "
+                         "comma-separated: every row runs once per impl, side by side, named row@impl")
+    ap.add_argument("--head-gflops", action="store_true",
+                    help="add degmix+head (head-only step) and a 1-thread sgemm timing; GFLOP/s of every row with "
+                         "FLOPs as a fraction of sgemm (target for the head step: >= 85%%)")
+    ap.add_argument("--profile-head", action="store_true",
+                    help="profile one degmix+head step per impl (torch.profiler): top ops by time, FLOPs per op")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     ap.add_argument("--seed", type=int, default=0)
@@ -73,7 +89,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         rows.append("degmix+infmode")
     if args.compile_head and "degmix+compile" not in rows:
         rows.append("degmix+compile")
-    args.rows = rows
+    if (args.head_gflops or args.profile_head) and "degmix+head" not in rows:
+        rows.append("degmix+head")
+    args.impls = [i.strip() for i in args.deform_impl.split(",") if i.strip()] if args.deform_impl else [None]
+    from degmix_tuning.models.deformable_mixer import DEFORM_IMPLS
+
+    if args.deform_impl and any(i not in DEFORM_IMPLS for i in args.impls):
+        ap.error(f"--deform-impl: each value must be one of {DEFORM_IMPLS}, got {args.deform_impl!r}")
+    args.rows = rows if len(args.impls) == 1 else [f"{r}@{i}" for r in rows for i in args.impls]
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
     return args
@@ -130,6 +153,7 @@ class Runner:
     model: object
     step: object
     trainable: int
+    impl: str | None = None
     times: list = field(default_factory=list)
     memory: list = field(default_factory=list)
     flops: int | None = None
@@ -171,15 +195,19 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     from degmix_tuning.tuning import apply_tuning
     from flops import build_benchmark_model
 
-    method, _, variant = row.partition("+")
+    base, _, impl = row.partition("@")
+    method, _, variant = base.partition("+")
     if variant and method != "degmix":
-        raise ValueError(f"row {row!r}: +cache / +infmode / +compile apply to degmix only")
-    if variant not in ("", "cache", "infmode", "compile"):
-        raise ValueError(f"row {row!r}: unknown variant {variant!r}; use +cache, +infmode or +compile")
+        raise ValueError(f"row {row!r}: +cache / +infmode / +compile / +head apply to degmix only")
+    if variant not in ("", "cache", "infmode", "compile", "head"):
+        raise ValueError(f"row {row!r}: unknown variant {variant!r}; use +cache, +infmode, +compile or +head")
+    impl = impl or args.impls[0]
     torch.manual_seed(args.seed)
     model = build_benchmark_model(args)
     kwargs = {} if args.head == "default" or method == "degmix" else {"head": args.head}
     cfg = apply_tuning(model, method, **kwargs)
+    if impl:
+        set_deform_impl(model, impl)
     model.to(device)
     images = batch["image"]
     if args.channels_last:
@@ -195,6 +223,7 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     ids = batch["meta"]["id"]
     if variant == "infmode" and not model.backbone_frozen:
         raise ValueError("degmix+infmode needs the frozen backbone")
+    head_feats = model.extract_features(images) if variant == "head" else None  # computed once, outside the step
 
     def step():
         with autocast(precision, device):
@@ -202,6 +231,8 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
                 feats = cache.batch_features(model.extract_features, images, ids)
             elif variant == "infmode":
                 feats = frozen_features_inference_mode(model, images)
+            elif variant == "head":
+                feats = head_feats
             else:
                 feats = None
             out = model(images, features=feats)
@@ -210,7 +241,85 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return Runner(row, method, cfg.head, model, step, sum(p.numel() for p in params))
+    return Runner(row, method, cfg.head, model, step, sum(p.numel() for p in params), impl)
+
+
+# ------------------------------------------------------------------------------------------------ deform impl, sgemm
+def set_deform_impl(model, impl: str) -> None:
+    """Switch every DeGMix deformable conv of `model` to `impl` (a plain attribute: no parameter changes)."""
+    from degmix_tuning.models.deformable_mixer import ChannelDeformableConv
+
+    for m in model.modules():
+        if isinstance(m, ChannelDeformableConv):
+            m.impl = impl
+
+
+class Sgemm:
+    """Single-thread float32 matmul (SGEMM_N^3), timed once per round: the machine's reference GFLOP/s."""
+
+    def __init__(self, device: str):
+        import torch
+
+        self.torch = torch
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(SGEMM_N, SGEMM_N, generator=g).to(device)
+        self.b = torch.randn(SGEMM_N, SGEMM_N, generator=g).to(device)
+        self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.times: list[float] = []
+        for _ in range(2):
+            self.run(record=False)
+
+    def run(self, record: bool = True) -> None:
+        threads = self.torch.get_num_threads()
+        self.torch.set_num_threads(1)
+        try:
+            self.sync()
+            t0 = time.perf_counter()
+            self.a @ self.b
+            self.sync()
+            if record:
+                self.times.append(time.perf_counter() - t0)
+        finally:
+            self.torch.set_num_threads(threads)
+
+    def gflops(self) -> float:
+        return 2 * SGEMM_N**3 / statistics.median(self.times) / 1e9
+
+
+def profile_step(r: Runner, top: int = 18) -> dict:
+    """One step of `r` under torch.profiler (CPU time per op) and under FlopCounterMode (FLOPs per op). FLOPs here
+    are the counter's own: complete for grid_sample (its deform matmul is a visible conv2d), without the deform
+    matmul for torchvision (an op the counter cannot see)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flops import ensure_cpu_attention_counted
+
+    ensure_cpu_attention_counted()
+    with FlopCounterMode(display=False) as counter:
+        r.step()
+    flops = {str(k).replace(".", "::", 1): v for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        r.step()
+    ev = {e.key: e for e in prof.key_averages()}
+    wall = sum(e.self_cpu_time_total for e in ev.values())  # microseconds
+    total_flops = sum(flops.values())
+    names = sorted(ev, key=lambda k: -ev[k].self_cpu_time_total)[:top]
+    names += [k for k in flops if k not in names and k in ev]
+    ops = []
+    for k in names:
+        e = ev[k]
+        f = flops.get(k)
+        ops.append({"op": k, "calls": e.count, "self_ms": e.self_cpu_time_total / 1e3,
+                    "self_share": e.self_cpu_time_total / wall, "total_ms": e.cpu_time_total / 1e3,
+                    "flops": f, "flop_share": None if f is None else f / total_flops,
+                    "gflops_per_s": None if not f else f / (e.cpu_time_total * 1e3)})
+    # incl. time; counted ops do not call each other (torchvision's deform op calls aten::mm: see print_report)
+    flop_ms = sum(ev[k].cpu_time_total for k in flops if k in ev) / 1e3
+    return {"row": r.name, "step_ms": wall / 1e3, "flops": total_flops, "ops": ops, "flop_ops_ms": flop_ms,
+            "flop_ops_gflops_per_s": total_flops / (flop_ms * 1e6) if flop_ms else None}
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -253,20 +362,22 @@ def run(args) -> dict:
     runners = [make_runner(row, args, batch, criterion, device) for row in args.rows]
 
     flop_parts = None
-    if not args.no_flops:
-        from flops import flops_per_part, train_step_flops
-
-        for r in runners:
-            r.step()  # first call outside the counter fills the +cache row's cache / compiles, like a warm-up step
-            if not r.name.endswith("+compile"):  # a compiled head hides its ops from the counter
-                r.flops = train_step_flops(r.step, r.model) // args.batch
-        degmix = next((r for r in runners if r.method == "degmix"), None)
-        if degmix is not None:
-            flop_parts = flops_per_part(degmix.model, tuple(args.size))
+    from flops import flops_per_part, train_step_flops
 
     for r in runners:
-        for _ in range(max(args.warmup, 1 if r.name.endswith("+compile") else 0)):
+        if args.no_flops and "+head" not in r.name:  # the +head row's GFLOP/s needs its FLOPs
+            continue
+        r.step()  # first call outside the counter fills the +cache row's cache / compiles, like a warm-up step
+        if "+compile" not in r.name:  # a compiled head hides its ops from the counter
+            r.flops = train_step_flops(r.step, r.model) // args.batch  # deform counted with torchvision's op
+    degmix = next((r for r in runners if r.method == "degmix"), None)
+    if degmix is not None and not args.no_flops:
+        flop_parts = flops_per_part(degmix.model, tuple(args.size))
+
+    for r in runners:
+        for _ in range(max(args.warmup, 1 if "+compile" in r.name else 0)):
             r.step()
+    sgemm = Sgemm(device) if args.head_gflops or args.profile_head else None
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(args.steps):
         for r in runners:  # interleaved: every round times one step of every method
@@ -277,27 +388,37 @@ def run(args) -> dict:
             sync()
             r.times.append(time.perf_counter() - t0)
             r.memory.append(mem.stop(before))
+        if sgemm is not None:
+            sgemm.run()
     info["loadavg_end"] = os.getloadavg()
+    profiles = [profile_step(r) for r in runners if args.profile_head and "+head" in r.name]
 
     rows = []
     for r in runners:
         med = statistics.median(r.times)
         peak = max((m for m in r.memory if m is not None), default=None)
-        rows.append({"row": r.name, "method": r.method, "head": r.head, "trainable": r.trainable,
+        gflops = None if r.flops is None else r.flops * args.batch / med / 1e9
+        rows.append({"row": r.name, "method": r.method, "head": r.head, "deform_impl": r.impl,
+                     "trainable": r.trainable,
                      "median_step_s": med, "min_step_s": min(r.times), "max_step_s": max(r.times),
                      "images_per_s": args.batch / med, "peak_step_bytes": peak, "train_flops_per_image": r.flops,
+                     "gflops_per_s": gflops,
+                     "sgemm_fraction": None if gflops is None or sgemm is None else gflops / sgemm.gflops(),
                      "times": r.times})
     by = {x["row"]: x for x in rows}
-    targets = []
-    for row, ref, limit in TARGETS:
-        if row in by and ref in by:
-            ratio = by[row]["median_step_s"] / by[ref]["median_step_s"]
-            targets.append({"row": row, "ref": ref, "limit": limit, "ratio": ratio, "pass": ratio <= limit})
-        else:
-            targets.append({"row": row, "ref": ref, "limit": limit, "ratio": None, "pass": None})
+    ratios = []
+    for suffix in [""] if len(args.impls) == 1 else [f"@{i}" for i in args.impls]:
+        for row, ref in RATIOS:
+            row, ref = row + suffix, ref + suffix
+            if row in by and ref in by:
+                ratios.append({"row": row, "ref": ref, "ratio": by[row]["median_step_s"] / by[ref]["median_step_s"]})
+    head_sgemm = [{"row": x["row"], "fraction": x["sgemm_fraction"], "limit": HEAD_SGEMM_TARGET,
+                   "pass": x["sgemm_fraction"] >= HEAD_SGEMM_TARGET}
+                  for x in rows if "+head" in x["row"] and x["sgemm_fraction"] is not None]
     return {"args": {k: v for k, v in vars(args).items() if k != "rows"}, "rows_run": args.rows, "machine": info,
-            "device": device, "memory_kind": mem.kind, "results": rows, "targets": targets,
-            "flops_per_part": flop_parts}
+            "device": device, "memory_kind": mem.kind, "results": rows, "ratios": ratios,
+            "flops_per_part": flop_parts, "sgemm_gflops_1thread": sgemm and sgemm.gflops(),
+            "sgemm_times": sgemm and sgemm.times, "head_sgemm_targets": head_sgemm, "profiles": profiles}
 
 
 def print_report(res: dict) -> None:
@@ -314,13 +435,21 @@ def print_report(res: dict) -> None:
               f"{a['interaction'] or 'preset'}, bf16={a['bf16']}, channels_last={a['channels_last']}, "
               f"{a['warmup']} warm-up + {a['steps']} timed steps per row (interleaved), memory = {res['memory_kind']}")
     by = {r["row"]: r for r in res["results"]}
-    full, lora = by.get("full"), by.get("lora")
+    sgemm = res["sgemm_gflops_1thread"]
+    if sgemm:
+        con.print(f"[bold]sgemm[/]: {SGEMM_N}^3 float32 matmul on 1 thread, median of {len(res['sgemm_times'])} "
+                  f"(one per round): {sgemm:.1f} GFLOP/s")
     t = Table(title="train step, side by side")
-    for col in ("row", "head", "trainable", "median s/step", "min..max s", "images/s", "vs full", "vs lora",
-                "step memory MB", "mem vs full", "train GFLOPs/img", "FLOPs vs full"):
-        t.add_column(col, justify="left" if col in ("row", "head") else "right")
+    cols = ["row", "head", "trainable", "median s/step", "min..max s", "images/s", "vs full", "vs lora",
+            "step memory MB", "mem vs full", "train GFLOPs/img", "FLOPs vs full"]
+    for col in cols + (["GFLOP/s", "of sgemm"] if sgemm else []):
+        t.add_column(col, justify="left" if col in ("row", "head") else "right", no_wrap=col == "row")
     for r in res["results"]:
         peak = r["peak_step_bytes"]
+        suffix = "@" + r["row"].split("@")[1] if "@" in r["row"] else ""
+        full, lora = by.get("full" + suffix), by.get("lora" + suffix)  # the references run with the same impl
+        extra = [] if not sgemm else ["—" if r["gflops_per_s"] is None else f"{r['gflops_per_s']:.1f}",
+                                      "—" if r["sgemm_fraction"] is None else f"{r['sgemm_fraction']:.0%}"]
         t.add_row(
             r["row"], r["head"], f"{r['trainable']:,}", f"{r['median_step_s']:.3f}",
             f"{r['min_step_s']:.2f}..{r['max_step_s']:.2f}", f"{r['images_per_s']:.2f}",
@@ -330,8 +459,28 @@ def print_report(res: dict) -> None:
             _fmt_ratio(peak, full and full["peak_step_bytes"]),
             "—" if r["train_flops_per_image"] is None else f"{r['train_flops_per_image'] / 1e9:.1f}",
             _fmt_ratio(r["train_flops_per_image"], full and full["train_flops_per_image"]),
+            *extra,
         )
     con.print(t)
+    impls = a["impls"]
+    if len(impls) > 1:
+        it = Table(title=f"deform_impl side by side (median s/step; ratio to {impls[0]})")
+        it.add_column("row")
+        for i in impls:
+            it.add_column(i, justify="right")
+        for i in impls[1:]:
+            it.add_column(f"{i} / {impls[0]}", justify="right")
+            it.add_column("median of per-round ratios", justify="right")
+            it.add_column("min / min", justify="right")
+        for base in dict.fromkeys(r["row"].split("@")[0] for r in res["results"]):
+            rs = [by[f"{base}@{i}"] for i in impls]
+            ratios = []
+            for x in rs[1:]:  # each round ran both steps back to back: its ratio sees the same machine load
+                ratios += [f"{x['median_step_s'] / rs[0]['median_step_s']:.2f}x",
+                           f"{statistics.median(t / t0 for t, t0 in zip(x['times'], rs[0]['times'])):.2f}x",
+                           f"{x['min_step_s'] / rs[0]['min_step_s']:.2f}x"]
+            it.add_row(base, *[f"{x['median_step_s']:.3f}" for x in rs], *ratios)
+        con.print(it)
     if res["flops_per_part"]:
         p = res["flops_per_part"]
         ft = Table(title="forward FLOPs per image of the degmix model, per part (deform_1x1 analytic)")
@@ -340,12 +489,33 @@ def print_report(res: dict) -> None:
         for k, v in p.items():
             ft.add_row(k, f"{v / 1e9:.2f}", f"{v / 2e9:.2f}", f"{v / p['total']:.0%}")
         con.print(ft)
-    for tg in res["targets"]:
-        if tg["ratio"] is None:
-            con.print(f"[yellow]SKIP[/] {tg['row']} <= {tg['limit']}x {tg['ref']}: row not run")
-        else:
-            tag = "[green]PASS[/]" if tg["pass"] else "[red]FAIL[/]"
-            con.print(f"{tag} {tg['row']} step time {tg['ratio']:.2f}x {tg['ref']} (target <= {tg['limit']}x)")
+    for tg in res["ratios"]:
+        con.print(f"{tg['row']} step time = {tg['ratio']:.2f}x {tg['ref']}")
+    if sgemm and a["threads"] != 1:
+        con.print(f"[yellow]note[/]: the steps ran on {m['threads']} threads, sgemm on 1: use --threads 1 to compare")
+    for tg in res["head_sgemm_targets"]:
+        tag = "[green]PASS[/]" if tg["pass"] else "[red]FAIL[/]"
+        con.print(f"{tag} {tg['row']} reaches {tg['fraction']:.0%} of 1-thread sgemm GFLOP/s "
+                  f"(target >= {tg['limit']:.0%})")
+    for p in res["profiles"]:
+        pt = Table(title=f"profile of one {p['row']} step: {p['step_ms']:.0f} ms of op self time, "
+                         f"{p['flops'] / 1e9:.1f} GFLOPs counted (top ops by self time, then every op with FLOPs)")
+        for col in ("op", "calls", "self ms", "share of time", "incl. ms", "GFLOPs", "share of FLOPs", "GFLOP/s"):
+            pt.add_column(col, justify="left" if col == "op" else "right")
+        for o in p["ops"]:
+            pt.add_row(o["op"][:60], str(o["calls"]), f"{o['self_ms']:.1f}", f"{o['self_share']:.1%}",
+                       f"{o['total_ms']:.1f}", "—" if o["flops"] is None else f"{o['flops'] / 1e9:.2f}",
+                       "—" if o["flop_share"] is None else f"{o['flop_share']:.1%}",
+                       "—" if o["gflops_per_s"] is None else f"{o['gflops_per_s']:.1f}")
+        con.print(pt)
+        con.print("incl. ms: the op's time with the ops it calls (GFLOP/s uses it); self ms excludes them")
+        if p["flop_ops_ms"]:
+            con.print(f"ops with FLOPs (matmul, conv, attention): {p['flop_ops_ms']:.0f} ms = "
+                      f"{p['flop_ops_ms'] / p['step_ms']:.0%} of op time at {p['flop_ops_gflops_per_s']:.1f} GFLOP/s; "
+                      f"every other op: {p['step_ms'] - p['flop_ops_ms']:.0f} ms, no counted FLOPs")
+        if p["row"].endswith("@torchvision") or res["args"]["deform_impl"] == "torchvision":
+            con.print("torchvision's deform op is invisible to the FLOP counter, but its internal aten::mm calls are "
+                      "profiled: aten::mm time includes them, its FLOPs do not")
 
 
 def main(argv=None) -> int:

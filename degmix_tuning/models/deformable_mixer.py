@@ -2,7 +2,9 @@
 
 A block is ``x = BN(GELU(conv1x1(x)))`` followed by ``x = x + BN(GELU(DeformConv(x)))``. The deformable
 operator is torchvision's `deform_conv2d` with a 1x1 kernel and one offset group per channel, so every channel
-is sampled at its own learned (dy, dx) before a 1x1 channel mix.
+is sampled at its own learned (dy, dx) before a 1x1 channel mix. `deform_impl` picks how it runs: torchvision's op,
+or the same computation through `grid_sample` (models/deform_ops.py). The two give the same outputs and gradients.
+"auto" uses grid_sample on CPU, the only device where that equivalence is tested, and torchvision elsewhere.
 """
 
 from __future__ import annotations
@@ -12,6 +14,20 @@ import math
 import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
+
+from .deform_ops import deform_conv1x1_grid_sample
+
+DEFORM_IMPLS = ("auto", "grid_sample", "torchvision")
+GRID_SAMPLE_DEVICES = ("cpu",)  # where "auto" picks grid_sample: tested equivalent and faster (test_deform_ops.py)
+
+
+def resolve_deform_impl(impl: str, device: torch.device) -> str:
+    """"auto" -> "grid_sample" on the devices of GRID_SAMPLE_DEVICES, "torchvision" elsewhere."""
+    if impl not in DEFORM_IMPLS:
+        raise ValueError(f"deform_impl must be one of {DEFORM_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "grid_sample" if device.type in GRID_SAMPLE_DEVICES else "torchvision"
+    return impl
 
 
 class OffsetGenerator(nn.Module):
@@ -51,10 +67,14 @@ class OffsetGenerator(nn.Module):
 
 
 class ChannelDeformableConv(nn.Module):
-    """1x1 deformable conv with per-channel offsets (offset_groups = C) via `torchvision.ops.deform_conv2d`."""
+    """1x1 deformable conv with per-channel offsets (offset_groups = C): `torchvision.ops.deform_conv2d`, or the same
+    op through grid_sample (`impl`, a plain attribute: it adds nothing to the state dict)."""
 
-    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True):
+    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True, impl: str = "auto"):
         super().__init__()
+        if impl not in DEFORM_IMPLS:
+            raise ValueError(f"deform_impl must be one of {DEFORM_IMPLS}, got {impl!r}")
+        self.impl = impl
         self.weight = nn.Parameter(torch.empty(dim, dim, 1, 1))
         self.bias = nn.Parameter(torch.empty(dim))
         self.offsets = OffsetGenerator(dim, offset_kernel, absolute_coords)
@@ -65,20 +85,25 @@ class ChannelDeformableConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         offset = self.offsets(x)
         # deform_conv2d has no bf16/fp16 CPU kernel; run it in the input's float32 upcast when autocast is on
+        # (the grid_sample path does the same, so both paths compute the same thing)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        op = deform_conv1x1_grid_sample if resolve_deform_impl(self.impl, x.device) == "grid_sample" else deform_conv2d
         with torch.autocast(device_type=x.device.type, enabled=False):
-            out = deform_conv2d(x.to(dtype), offset.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
+            out = op(x.to(dtype), offset.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
         return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"impl={self.impl!r}"
 
 
 class DeformableMixerBlock(nn.Module):
     """Channel-aware mixing (1x1 conv, GELU, BN) then a residual spatial deformable operator (DeformConv, GELU, BN)."""
 
-    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True):
+    def __init__(self, dim: int, offset_kernel: int = 3, absolute_coords: bool = True, deform_impl: str = "auto"):
         super().__init__()
         self.channel_mix = nn.Sequential(nn.Conv2d(dim, dim, 1), nn.GELU(), nn.BatchNorm2d(dim))
         self.spatial_mix = nn.Sequential(
-            ChannelDeformableConv(dim, offset_kernel, absolute_coords), nn.GELU(), nn.BatchNorm2d(dim)
+            ChannelDeformableConv(dim, offset_kernel, absolute_coords, deform_impl), nn.GELU(), nn.BatchNorm2d(dim)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -89,5 +114,8 @@ class DeformableMixerBlock(nn.Module):
 class DeformableMixer(nn.Sequential):
     """`depth` mixer blocks for one task: [B, d, h, w] -> [B, d, h, w]."""
 
-    def __init__(self, dim: int, depth: int = 2, offset_kernel: int = 3, absolute_coords: bool = True):
-        super().__init__(*[DeformableMixerBlock(dim, offset_kernel, absolute_coords) for _ in range(depth)])
+    def __init__(self, dim: int, depth: int = 2, offset_kernel: int = 3, absolute_coords: bool = True,
+                 deform_impl: str = "auto"):
+        super().__init__(
+            *[DeformableMixerBlock(dim, offset_kernel, absolute_coords, deform_impl) for _ in range(depth)]
+        )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ..config import ConfigBase
-from .deformable_mixer import DeformableMixer
+from .deformable_mixer import DEFORM_IMPLS, DeformableMixer
 from .fusion import MultiScaleFusion
 from .heads import TaskHead
 from .task_interaction import INTERACTION_MODES, TaskInteractionBlock
@@ -35,12 +35,17 @@ class DeGMixConfig(ConfigBase):
     interaction: str = "global"  # "global" | "pixel" | "official"
     query_attention: str = "pixel"  # "pixel" | "global"
     absolute_offset_coords: bool = True  # official: absolute pixel coords feed the offset generator
+    # how the mixers' deformable conv runs (same outputs and gradients): "auto" (grid_sample on CPU, torchvision's
+    # deform_conv2d elsewhere) | "grid_sample" | "torchvision"; see models/deform_ops.py
+    deform_impl: str = "auto"
 
     def __post_init__(self):
         if self.interaction not in INTERACTION_MODES:
             raise ValueError(f"DeGMixConfig.interaction must be one of {INTERACTION_MODES}, got {self.interaction!r}")
         if self.query_attention not in QUERY_MODES:
             raise ValueError(f"DeGMixConfig.query_attention must be one of {QUERY_MODES}, got {self.query_attention!r}")
+        if self.deform_impl not in DEFORM_IMPLS:
+            raise ValueError(f"DeGMixConfig.deform_impl must be one of {DEFORM_IMPLS}, got {self.deform_impl!r}")
         for name in ("dim", "mixer_depth", "num_heads", "gate_hidden", "head_reduction"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DeGMixConfig.{name} must be positive, got {getattr(self, name)}")
@@ -65,7 +70,8 @@ class DeGMixHead(nn.Module):
         d = cfg.dim
         self.fusion = MultiScaleFusion(in_channels, d)
         self.mixers = nn.ModuleDict(
-            {t: DeformableMixer(d, cfg.mixer_depth, cfg.offset_kernel, cfg.absolute_offset_coords) for t in self.tasks}
+            {t: DeformableMixer(d, cfg.mixer_depth, cfg.offset_kernel, cfg.absolute_offset_coords, cfg.deform_impl)
+             for t in self.tasks}
         )
         self.task_interaction = TaskInteractionBlock(d, cfg.num_heads, cfg.interaction)
         self.task_query = TaskQueryBlock(self.tasks, d, cfg.num_heads, cfg.query_attention, cfg.gate_hidden)
