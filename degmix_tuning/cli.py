@@ -51,8 +51,11 @@ def take_imports(argv: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     show_info_lines()
     argv, modules = take_imports(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in argv  # any position: full tracebacks instead of one-line errors
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    parser.epilog = "--import MODULE (any position, repeatable) imports a module that registers backbones first."
+    parser.epilog = ("--import MODULE (any position, repeatable) imports a module that registers backbones first; "
+                     "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error, 3 diverged.")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -63,11 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
             import_plugins(modules)
         return int(args.func(args) or 0)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        # user-caused errors: one clear line naming the cause, no traceback
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"degmix-tuning {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+    except BaseException as exc:  # noqa: BLE001 - mapped by the one table in errors.py; bugs are re-raised
+        from .errors import exit_code, user_message
+
+        code = exit_code(exc, "command")
+        if code is None or debug:
+            raise
+        print(f"degmix-tuning {args.command}: error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 class DataFileError(ValueError):
     """A dataset file exists but cannot be used; the message names the file and the problem."""
 
-    def __init__(self, path: str | Path, problem: str):
+    def __init__(self, path: str | Path, problem: str | None = None):
+        if problem is None:  # rebuilt from its message alone: a DataLoader worker's re-raise, or unpickling
+            from ..errors import _strip_worker_traceback
+
+            path, _, problem = _strip_worker_traceback(str(path)).partition(": ")
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")

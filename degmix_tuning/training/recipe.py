@@ -69,6 +69,7 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.lr=1e-3")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of errors (normally one line)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module (name or .py file) that registers backbones/tasks/tuning methods; repeatable")
     for flag, (_, typ, help_) in _FLAGS.items():
@@ -114,35 +115,36 @@ def missing_data_message(dataset: str, root: str | None) -> str:
 
 
 def main(dataset: str, argv: list[str] | None = None) -> int:
+    """The recipe entry point: user errors are one line and an exit code (`errors.py`); `--debug` keeps tracebacks."""
     from ..cli import show_info_lines
 
     show_info_lines()
     args = build_parser(dataset).parse_args(argv)
     try:
-        from ..backbones import import_plugins
+        return _run(args, dataset)
+    except BaseException as exc:  # noqa: BLE001 - mapped by the one table in errors.py; bugs are re-raised
+        from ..errors import exit_code, user_message
 
-        import_plugins(args.imports)
-        cfg = config_from_args(args, dataset)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+        code = exit_code(exc, "recipe")
+        if code is None or args.debug:
+            raise
+        print(f"error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
+        return code
+
+
+def _run(args: argparse.Namespace, dataset: str) -> int:
+    from ..backbones import import_plugins
+
+    import_plugins(args.imports)
+    cfg = config_from_args(args, dataset)
     if cfg.data.arrow_path and not Path(cfg.data.arrow_path).is_dir():
-        print(f"error: --arrow-path {cfg.data.arrow_path!r} does not exist; make it with `degmix-tuning data to-arrow "
-              f"--dataset {dataset} --root DIR --out {cfg.data.arrow_path}`", file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"--arrow-path {cfg.data.arrow_path!r} does not exist; make it with `degmix-tuning "
+                                f"data to-arrow --dataset {dataset} --root DIR --out {cfg.data.arrow_path}`")
     if not cfg.data.synthetic and not cfg.data.arrow_path and (not cfg.data.root or not Path(cfg.data.root).is_dir()):
-        print(f"error: {missing_data_message(dataset, cfg.data.root)}", file=sys.stderr)
-        return 2
-    from .engine import TrainingDiverged, train
+        raise FileNotFoundError(missing_data_message(dataset, cfg.data.root))
+    from .engine import train
 
-    try:
-        result = train(cfg, resume_from=args.resume, show_progress=not args.no_progress)
-    except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
-        return 2
+    result = train(cfg, resume_from=args.resume, show_progress=not args.no_progress)
     if not result.main_process:
         return 0
     if result.initial_metrics and result.final_metrics:
