@@ -301,3 +301,58 @@ def test_a_second_run_on_a_busy_folder_stops_at_once(tmp_path, synthetic_cache):
         holder.wait()
     with RunFolderLock(out):  # the kernel dropped the killed holder's lock: no stale lock
         pass
+
+
+def _logged(run_dir: Path, key: str) -> dict[int, float]:
+    rows = [r.split(",") for r in (run_dir / "log.csv").read_text().splitlines()[1:]]
+    return {int(step): float(value) for step, k, value in rows if k == key}
+
+
+def test_resume_applies_a_changed_lr_and_a_longer_schedule(tmp_path, synthetic_cache, capsys):
+    out = tmp_path / "change"
+    cfg = tiny_config(out, max_steps=4, checkpoint_every=2, eval_at_start="false", log_every=1)
+    train(cfg, stop_after=2, show_progress=False)
+    resumed = cfg.override(["train.lr=0.01"])
+    train(resumed, resume_from="latest", show_progress=False)
+    assert "changed recipe: lr 0.05 -> 0.01" in capsys.readouterr().out
+    lr = _logged(out, "train/lr")
+    assert lr[3] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9, rel=1e-6)  # the new lr rules from the resumed step
+    longer = resumed.override(["train.max_steps=6"])  # a finished run trains on, at a positive lr
+    result = train(longer, resume_from="latest", show_progress=False)
+    assert result.step == 6
+    assert _logged(out, "train/lr")[5] == pytest.approx(0.01 * (1 - 5 / 6) ** 0.9, rel=1e-6)
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, synthetic_cache, capsys):
+    out = tmp_path / "corrupt"
+    cfg = tiny_config(out, max_steps=4, checkpoint_every=2, eval_at_start="false", keep_checkpoints=2)
+    train(cfg, show_progress=False)
+    weights = out / "checkpoints" / "step_4" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = train(cfg.override(["train.max_steps=5"]), resume_from="latest", show_progress=False)
+    printed = capsys.readouterr().out
+    assert "step_4 cannot be loaded" in printed and "falling back to" in printed and "step_2" in printed
+    assert "resumed from" in printed and result.step == 5
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5]  # the replaced trajectory's step-4 evaluation is dropped; step 5 logged once
+    rows = [tuple(r.split(",")[:2]) for r in (out / "log.csv").read_text().splitlines()[1:]]
+    assert len(rows) == len(set(rows))
+
+
+def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, synthetic_cache, monkeypatch):
+    from degmix_tuning.models.heads import TaskHead
+
+    real_forward = TaskHead.forward
+    calls = {"n": 0}
+
+    def poison_running_var(self, x, size):
+        calls["n"] += 1
+        if calls["n"] > 2 * 3:  # from step 4 on (2 heads per step); train-mode BN does not use it, the loss stays finite
+            self.bottleneck[1].running_var.fill_(float("inf"))
+        return real_forward(self, x, size)
+
+    monkeypatch.setattr(TaskHead, "forward", poison_running_var)
+    cfg = tiny_config(tmp_path / "inf", max_steps=6, checkpoint_every=3, eval_at_start="false", eval_every=0)
+    with pytest.raises(TrainingDiverged, match=r"non-finite by step 6 .*running_var.*step_3"):
+        train(cfg, show_progress=False)
+    assert [p.name for p in (tmp_path / "inf" / "checkpoints").iterdir()] == ["step_3"]

@@ -177,18 +177,87 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     return run_dir
 
 
-def _resolve_resume(run_dir: Path, resume_from: str | None) -> Path | None:
+def _resolve_resume(run_dir: Path, resume_from: str | None) -> list[Path]:
+    """Checkpoints to try, best first: the named one, or (latest) every complete one newest first."""
     if not resume_from:
-        return None
+        return []
     if resume_from == "latest":
         found = list_checkpoints(run_dir / "checkpoints")
         if not found:
             raise FileNotFoundError(f"--resume latest: no checkpoint under {str(run_dir / 'checkpoints')!r}")
-        return found[-1]
+        return found[::-1]
     path = Path(resume_from)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint folder {resume_from!r} does not exist")
-    return path
+    return [path]
+
+
+def _load_newest_readable(accelerator, candidates: list[Path]) -> Path:
+    """`load_state` of the first candidate that loads; each unreadable one is named on the way (never silently)."""
+    for i, path in enumerate(candidates):
+        try:
+            accelerator.load_state(str(path))
+            return path
+        except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint: say so, try the previous one
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            if i + 1 == len(candidates):
+                raise ValueError(f"checkpoint {str(path)!r} cannot be loaded ({reason}), and no older one is left; "
+                                 "start a new run (another --output-dir)") from exc
+            accelerator.print(f"[degmix-tuning] checkpoint {path} cannot be loaded ({reason}); "
+                              f"falling back to {candidates[i + 1]}")
+    raise AssertionError("unreachable")
+
+
+def _apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConfig, step: int) -> None:
+    """After a resume, the config given now rules: lr, momentum, weight decay and schedule length take effect from
+    the resumed step (the poly schedule is re-anchored on the new lr and max_steps), and the change is printed."""
+    tc = cfg.train
+    group = optimizer.param_groups[0]
+    changes = []
+    if scheduler.base_lrs[0] != tc.lr:
+        changes.append(f"lr {scheduler.base_lrs[0]:g} -> {tc.lr:g}")
+    if scheduler.total_iters != tc.max_steps:
+        changes.append(f"max_steps {scheduler.total_iters} -> {tc.max_steps}")
+    if scheduler.power != tc.poly_power:
+        changes.append(f"poly_power {scheduler.power} -> {tc.poly_power}")
+    if group.get("momentum") != tc.momentum:
+        changes.append(f"momentum {group.get('momentum')} -> {tc.momentum}")
+    if group.get("weight_decay") != tc.weight_decay:
+        changes.append(f"weight_decay {group.get('weight_decay')} -> {tc.weight_decay}")
+    if not changes:
+        return
+    scheduler.base_lrs = [tc.lr for _ in optimizer.param_groups]
+    scheduler.total_iters, scheduler.power = tc.max_steps, tc.poly_power
+    now = tc.lr * (1.0 - min(step, tc.max_steps) / tc.max_steps) ** tc.poly_power
+    for g in optimizer.param_groups:
+        g.update(lr=now, initial_lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    scheduler._last_lr = [now for _ in optimizer.param_groups]
+    accelerator.print(f"[degmix-tuning] resumed with a changed recipe: {', '.join(changes)} (lr now {now:.3g})")
+
+
+def _drop_logged_after(run_dir: Path, step: int) -> None:
+    """Steps after the resumed checkpoint run again: drop their old rows so every step is logged once."""
+    jsonl, csv_log = run_dir / "metrics.jsonl", run_dir / "log.csv"
+    if jsonl.exists():
+        import json
+
+        lines = [x for x in jsonl.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= step]
+        jsonl.write_text("".join(x + "\n" for x in lines))
+    if csv_log.exists():
+        rows = csv_log.read_text().splitlines()
+        kept = rows[:1] + [r for r in rows[1:] if not r.split(",", 1)[0].isdigit() or int(r.split(",", 1)[0]) <= step]
+        csv_log.write_text("".join(r + "\n" for r in kept))
+
+
+def _check_finite_weights(model, step: int, last_good: Path | None) -> None:
+    """A checkpoint must never hold NaN/inf: diverged weights (e.g. BatchNorm running_var = inf) stop the run."""
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise TrainingDiverged(
+            f"weights became non-finite by step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
+            f"last good checkpoint: {str(last_good) if last_good else 'none yet'}. Lower train.lr or enable "
+            "train.clip_grad_norm, then --resume it"
+        )
 
 
 def train(
@@ -210,7 +279,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
 
     tc = cfg.train
     run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
-    resume_path = _resolve_resume(run_dir, resume_from)
+    resume_candidates = _resolve_resume(run_dir, resume_from)
     accelerator = _make_accelerator(cfg, run_dir)
     set_seed(tc.seed)
 
@@ -264,9 +333,13 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     accelerator.print(f"[degmix-tuning] {cfg.tuning} on {cfg.model.backbone}: {report}")
 
     initial_metrics = None
-    if resume_path is not None:
-        accelerator.load_state(str(resume_path))
+    resume_path = None
+    if resume_candidates:
+        resume_path = _load_newest_readable(accelerator, resume_candidates)
         accelerator.print(f"[degmix-tuning] resumed from {resume_path} at step {progress.step}")
+        _apply_changed_recipe(accelerator, optimizer, scheduler, cfg, progress.step)
+        if accelerator.is_main_process:
+            _drop_logged_after(run_dir, progress.step)
     elif tc.eval_at_start:
         initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run_dir, 0, initial_metrics)
@@ -323,11 +396,15 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
                     else:
                         bar.update(step, None, None)
                     is_last = step == tc.max_steps
-                    if (tc.eval_every and step % tc.eval_every == 0) or is_last:
+                    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
+                    due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
+                    if due_eval or due_ckpt:  # never evaluate or save diverged weights
+                        _check_finite_weights(accelerator.unwrap_model(model), step, last_ckpt)
+                    if due_eval:
                         bar.note(f"step {step}: evaluating ({len(val_ds)} val images)")
                         final_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
                         _record_eval(accelerator, run_dir, step, final_metrics)
-                    if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last:
+                    if due_ckpt:
                         bar.note(f"step {step}: writing checkpoint")
                         last_ckpt = _checkpoint(accelerator, model, cfg, run_dir, step)
                     if is_last or (stop_after is not None and step >= stop_after):
