@@ -13,6 +13,7 @@ from torch import Tensor
 from .base import IGNORE_INDEX, Meter, check_batch_shapes
 
 LOG_FLOOR = 1e-9
+_NUMPY_FLOATS = (torch.float32, torch.float64)
 
 
 class DepthMeter(Meter):
@@ -30,12 +31,26 @@ class DepthMeter(Meter):
         """pred: [B, 1, H, W] metres; label: [B, 1, H, W] (or [B, H, W]) metres, 0 or 255 = invalid."""
         pred, label = check_batch_shapes(self.name, pred, label, 1, 1)
         self._follow(pred)
-        valid = (label != IGNORE_INDEX) & (label > 0)
-        p = pred.detach().double().clamp_min(0.0)[valid]
-        g = label.double()[valid]
-        self._add("sq_err", ((p - g) ** 2).sum())
-        self._add("log_sq_err", ((torch.log(p.clamp_min(LOG_FLOOR)) - torch.log(g)) ** 2).sum())
-        self._add("abs_rel", ((p - g).abs() / g).sum())
+        if pred.device.type == "cpu" and pred.dtype in _NUMPY_FLOATS and label.dtype in _NUMPY_FLOATS:
+            # numpy gathers the float32 values (torch's boolean indexing of the float64 copies was ~80 % of the time);
+            # the float64 vectors are then the same values in the same order, so every sum below is identical
+            lab = label.detach().numpy()
+            valid = lab != IGNORE_INDEX
+            valid &= lab > 0
+            p = torch.from_numpy(pred.detach().numpy()[valid]).double().clamp_min(0.0)
+            g = torch.from_numpy(lab[valid]).double()
+        else:
+            valid = (label != IGNORE_INDEX) & (label > 0)
+            p = pred.detach().double().clamp_min(0.0)[valid]
+            g = label.double()[valid]
+        # In-place steps where a temporary is no longer needed (same elementwise kernels, so the same values as
+        # `((p - g) ** 2).sum()`, `((log(p.clamp_min(floor)) - log(g)) ** 2).sum()`, `((p - g).abs() / g).sum()`);
+        # fresh ~2 MB temporaries cost more than the arithmetic here.
+        diff = p - g
+        self._add("sq_err", (diff ** 2).sum())
+        log_diff = p.clamp_min_(LOG_FLOOR).log_().sub_(torch.log(g))
+        self._add("log_sq_err", log_diff.pow_(2).sum())
+        self._add("abs_rel", diff.abs_().div_(g).sum())
         self._add("count", torch.tensor(float(g.numel())))
 
     def compute(self) -> dict:
