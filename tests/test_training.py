@@ -356,3 +356,20 @@ def test_non_finite_weights_never_reach_a_checkpoint(tmp_path, synthetic_cache, 
     with pytest.raises(TrainingDiverged, match=r"non-finite by step 6 .*running_var.*step_3"):
         train(cfg, show_progress=False)
     assert [p.name for p in (tmp_path / "inf" / "checkpoints").iterdir()] == ["step_3"]
+
+
+def test_the_adapter_is_written_before_the_final_checkpoint(tmp_path, synthetic_cache, monkeypatch):
+    """A failing final checkpoint (e.g. a full disk) must not take the trained adapter with it."""
+    import errno
+
+    from degmix_tuning.training import engine
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x" / "model.safetensors"))
+
+    monkeypatch.setattr(engine, "save_state_atomically", full_disk)
+    cfg = tiny_config(tmp_path / "disk", max_steps=2, eval_at_start="false", checkpoint_every=0)
+    with pytest.raises(OSError):
+        train(cfg, show_progress=False)
+    tensors, meta = read_adapter(tmp_path / "disk")
+    assert meta["step"] == 2 and tensors

@@ -404,6 +404,9 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
                         bar.note(f"step {step}: evaluating ({len(val_ds)} val images)")
                         final_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
                         _record_eval(accelerator, run_dir, step, final_metrics)
+                    if is_last and accelerator.is_main_process:  # the small result first: a failing checkpoint
+                        save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_NAME, cfg.to_dict(),
+                                     {"step": step})  # (e.g. a full disk) must not take the adapter with it
                     if due_ckpt:
                         bar.note(f"step {step}: writing checkpoint")
                         last_ckpt = _checkpoint(accelerator, model, cfg, run_dir, step)
@@ -422,7 +425,9 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     summary: dict = {}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        adapter_path = save_adapter(unwrapped, run_dir / ADAPTER_NAME, cfg.to_dict(), {"step": progress.step})
+        adapter_path = run_dir / ADAPTER_NAME
+        if progress.step != tc.max_steps or not adapter_path.exists():  # stopped early: the adapter of this step
+            adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": progress.step})
         summary = {
             "step": progress.step,
             "processes": accelerator.num_processes,
