@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -44,9 +45,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, cfg = _load(args)
     ds, _, _ = _dataset(model, cfg, args.split)
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=0)
-    evaluator = MultiTaskEvaluator(cfg.model.tasks, get_dataset_info(cfg.model.dataset))
-    with torch.no_grad():
-        metrics = evaluate(model, loader, evaluator)
+    evaluator = MultiTaskEvaluator(cfg.model.tasks, get_dataset_info(cfg.model.dataset), workers=args.eval_workers)
+    try:
+        with torch.no_grad():
+            metrics = evaluate(model, loader, evaluator)
+    finally:
+        evaluator.close()
     table = Table(title=f"{args.split} metrics ({len(ds)} images)")
     table.add_column("task")
     table.add_column("metric")
@@ -121,10 +125,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val")
 
 
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (1 = no worker processes), got {value}")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a tuned model (adapter file or checkpoint) on a dataset split")
     _common(p)
     p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--eval-workers", type=_worker_count, default=_available_cores(), metavar="N",
+                   help="processes for the boundary (edge) metric, the slow one; results are identical for any N "
+                        "(default: the available cores, here %(default)s; 1 = in this process)")
     p.add_argument("--max-samples", type=int, default=None)
     p.add_argument("--out", default=None, help="also write the metrics as JSON here")
     p.set_defaults(func=_evaluate)
