@@ -125,7 +125,11 @@ def test_cli_evaluate_and_predict(trained_run, tmp_path):
     out_json = tmp_path / "eval.json"
     assert main(["evaluate", str(trained_run.run_dir), "--out", str(out_json)]) == 0
     metrics = json.loads(out_json.read_text())["metrics"]
-    assert metrics["depth"]["rmse"] == pytest.approx(trained_run.final_metrics["depth"]["rmse"], rel=1e-5)
+    # the run's eval batch size and the seeded backbone rebuild: the recorded numbers, exactly
+    for task, recorded in trained_run.final_metrics.items():
+        for key, value in recorded.items():
+            if isinstance(value, float):
+                assert metrics[task][key] == value, (task, key)
     pred_dir = tmp_path / "pred"
     assert main(["predict", str(trained_run.run_dir), "--limit", "2", "--out", str(pred_dir)]) == 0
     pngs = sorted((pred_dir / "vis").glob("*.png"))

@@ -44,7 +44,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model, cfg = _load(args)
     ds, _, _ = _dataset(model, cfg, args.split)
-    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=False, num_workers=0)
+    # the run's own eval batch size by default: the same batches give the run's recorded metrics bit for bit
+    batch_size = args.batch_size or cfg.train.eval_batch_size
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     evaluator = MultiTaskEvaluator(cfg.model.tasks, get_dataset_info(cfg.model.dataset), workers=args.eval_workers)
     try:
         with torch.no_grad():
@@ -73,7 +75,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ..training.predict import centre_crop, postprocess, save_prediction
 
+    from ..data.info import get_dataset_info
+
     model, cfg = _load(args)
+    names = get_dataset_info(cfg.model.dataset).class_names
     out = Path(args.out)
     written = 0
     if args.images:
@@ -98,7 +103,7 @@ def _predict(args: argparse.Namespace) -> int:
             with torch.no_grad():
                 logits = model(x[None])
             preds = {t: postprocess(t, v[0]) for t, v in logits.items()}
-            save_prediction(out, f.stem, x.numpy(), preds, mean, std)
+            save_prediction(out, f.stem, x.numpy(), preds, mean, std, class_names=names)
             written += 1
     else:
         ds, mean, std = _dataset(model, cfg, args.split)
@@ -111,7 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
             preds = {t: centre_crop(postprocess(t, v[0]), size) for t, v in logits.items()}
             image = centre_crop(sample["image"].numpy(), size)
             labels = {t: centre_crop(sample[t].numpy(), size) for t in logits if t in sample}
-            save_prediction(out, str(sample["meta"]["id"]), image, preds, mean, std, labels)
+            save_prediction(out, str(sample["meta"]["id"]), image, preds, mean, std, labels, class_names=names)
             written += 1
     print(f"wrote predictions for {written} images to {out} (pictures in {out / 'vis'})")
     return 0
@@ -145,7 +150,7 @@ def _worker_count(text: str) -> int:
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of a tuned model (adapter file or checkpoint) on a dataset split")
     _common(p)
-    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the run's train.eval_batch_size")
     p.add_argument("--eval-workers", type=_worker_count, default=_available_cores(), metavar="N",
                    help="processes for the boundary (edge) metric, the slow one; results are identical for any N "
                         "(default: the available cores, here %(default)s; 1 = in this process)")
