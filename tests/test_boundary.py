@@ -497,6 +497,9 @@ def test_cli_eval_workers_flag(monkeypatch, capsys):
         class model:
             tasks, dataset = ("edge",), "nyud"
 
+        class train:
+            eval_batch_size = 2
+
     monkeypatch.setattr(run, "_load", lambda args: (None, Config))
     monkeypatch.setattr(run, "_dataset", lambda model, cfg, split: ([], None, None))
     monkeypatch.setattr(degmix_tuning.metrics, "MultiTaskEvaluator", Recorder)
