@@ -195,6 +195,15 @@ def test_dynamic_matching_stays_maximum_and_certified_while_right_vertices_come_
             expected = int((maximum_bipartite_matching(sub, perm_type="column") >= 0).sum()) if sub.nnz else 0
             assert size == expected
             assert matcher.certificate_errors() == []  # the cover proves the matching maximum
+    single = DynamicMatching([0, 1], [0], 1)
+    assert single.update([], [0]) == 1
+    with pytest.raises(ValueError, match="currently off"):
+        single.update([], [0])  # already on
+    assert single.update([0], []) == 0
+    with pytest.raises(ValueError, match="currently on"):
+        single.update([0], [])  # already off
+    with pytest.raises(ValueError, match="increasing right ids"):
+        DynamicMatching([0, 2], [3, 1], 4)
 
 
 def test_matching_fast_on_contour_graph_that_stalls_scipy():

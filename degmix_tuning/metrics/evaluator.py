@@ -38,7 +38,7 @@ METERS.register("sal", lambda task, info, **kw: SaliencyMeter(name=task, **kw))
 
 def _boundary(task: str, info: DatasetInfo, max_dist: float | None = None, workers: int = 1, **kwargs) -> Meter:
     """SEISM-style odsF with the dataset's matching tolerance (0.011 NYUD, 0.0075 PASCAL) unless overridden;
-    `workers` processes count the images (the metric costs ~0.1-0.5 s of CPU per 425x560 image)."""
+    `workers` processes count the images (the metric costs ~0.2-1 s of CPU per 425x560 image)."""
     return BoundaryMeter(info.edge_tolerance if max_dist is None else max_dist, name=task, workers=workers, **kwargs)
 
 

@@ -68,16 +68,19 @@ class DynamicMatching:
         self.num_left, self.num_right = len(indptr) - 1, int(num_right)
         total = self.num_left + self.num_right
         rows = np.repeat(np.arange(self.num_left), np.diff(indptr))
-        if (np.diff(indices) <= 0)[rows[1:] == rows[:-1]].any():
+        step = np.diff(indices)
+        step[indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < len(indices))] - 1] = 1  # row boundaries
+        if (step <= 0).any():
             raise ValueError("DynamicMatching: each row of the adjacency must list increasing right ids")
         right_indptr, right_indices = _transpose_csr(indptr, indices, self.num_right)
-        # Adjacency of vertex v: indices[start[v]:start[v] + length[v]]; left rows first, right rows after them.
+        # Adjacency: left rows first, right rows after them, in one index array.
         # Left rows only list right vertices up to the highest id ever switched on (`_revealed`): a caller that
         # numbers right vertices in order of first use (the boundary metric does) keeps the many not-yet-used
         # ones out of every search without any filtering pass.
         self.indices = np.concatenate([indices + self.num_left, right_indices])
-        self.start = np.concatenate([indptr[:-1], len(indices) + right_indptr[:-1]])
+        start = np.concatenate([indptr[:-1], len(indices) + right_indptr[:-1]])
         self.length = np.concatenate([np.zeros(self.num_left, dtype=np.int64), np.diff(right_indptr)])
+        self.stop = start + self.length  # row v is indices[stop[v] - length[v]:stop[v]]
         self._edges = (rows, indices + self.num_left)  # every left -> right edge, for `certificate_errors`
         self._revealed = 0
         self.match = np.full(total, -1, dtype=np.int64)  # partner of every vertex, -1 = free
@@ -96,7 +99,7 @@ class DynamicMatching:
         ends = np.cumsum(lengths)
         total = int(ends[-1]) if len(ends) else 0
         owner = np.repeat(self._counting(len(rows)), lengths)
-        entry = np.repeat(self.start[rows] + lengths - ends, lengths)
+        entry = np.repeat(self.stop[rows] - ends, lengths)  # + position in the concatenation = entry index
         entry += self._counting(total)
         return owner, self.indices[entry]
 
@@ -118,7 +121,9 @@ class DynamicMatching:
                                  f"currently {what}")
         if added.size and added.max() >= self.num_left + self._revealed:  # extend the left rows
             newly = np.arange(self.num_left + self._revealed, added.max() + 1)
-            self.length[:self.num_left] += np.bincount(self._neighbours(newly)[1], minlength=self.num_left)
+            grown = np.bincount(self._neighbours(newly)[1], minlength=self.num_left)
+            self.length[:self.num_left] += grown
+            self.stop[:self.num_left] += grown
             self._revealed = int(added.max()) + 1 - self.num_left
         match, state = self.match, self.state
         partners = match[removed]
@@ -170,7 +175,8 @@ class DynamicMatching:
         best = self._scratch
         while owner.size:
             size = len(owner)
-            demand = np.bincount(other, minlength=len(match))[other]
+            lowest = int(other.min())
+            demand = np.bincount(other - lowest)[other - lowest]  # defects still wanting each candidate
             starts = np.flatnonzero(np.concatenate([[True], owner[1:] != owner[:-1]]))
             pick = np.minimum.reduceat(demand * size + np.arange(size), starts) % size  # least wanted, first
             proposer, proposed = owner[pick], other[pick]
@@ -225,35 +231,35 @@ class DynamicMatching:
                 other, owner = other[ok], owner[ok]
                 if other.size == 0:
                     break
-                first = self._one_per_key(other)
-                if not first.all():  # reached twice in this layer: the first tree holds it, others wait
-                    lost = np.flatnonzero(~first)
-                    loser, winner = roots[owner[lost]], roots[owner[self._scratch[other[lost]]]]
-                    foreign = loser != winner
-                    if foreign.any():
-                        waiting.append(frontier[owner[lost[foreign]]])
-                        waiting_tree.append(loser[foreign])
-                        holder.append(winner[foreign])
-                    other, owner = other[first], owner[first]
                 reached_roots = roots[owner]
+                first = self._one_per_key(other)  # reached twice in this layer: the first tree holds it
+                winner = reached_roots[self._scratch[other]]
+                foreign = winner != reached_roots  # ... and trees that lost it wait
+                if foreign.any():
+                    waiting.append(frontier[owner[foreign]])
+                    waiting_tree.append(reached_roots[foreign])
+                    holder.append(winner[foreign])
+                other, owner, reached_roots = other[first], owner[first], reached_roots[first]
                 claims[other] = base + reached_roots
                 parent[other] = frontier[owner]
                 tree_other.append((other, reached_roots))
                 partner = match[other]
-                free = partner < 0
-                going_on = ~free
-                if free.any():
-                    ends, end_roots = other[free], reached_roots[free]
+                going_on = partner >= 0
+                if not going_on.all():  # free vertices reached: one augmenting path per tree
+                    ends, end_roots = other[~going_on], reached_roots[~going_on]
                     one = self._one_per_key(end_roots)
                     for end, root in zip(ends[one].tolist(), end_roots[one].tolist()):
                         self._flip(end, int(defects[root]))
                     done[end_roots[one]] = True
                     augmented += int(one.sum())
                     going_on &= ~done[reached_roots]
+                    if waiting:
+                        frontier, roots = partner[going_on], reached_roots[going_on]
+                        frontier, roots, waiting, waiting_tree, holder = self._rejoin(
+                            frontier, roots, done, waiting, waiting_tree, holder)
+                        tree_own.append((frontier, roots))
+                        continue
                 frontier, roots = partner[going_on], reached_roots[going_on]
-                if free.any() and waiting:
-                    frontier, roots, waiting, waiting_tree, holder = self._rejoin(frontier, roots, done, waiting,
-                                                                                  waiting_tree, holder)
                 tree_own.append((frontier, roots))
             self.size += augmented
             met_tree = np.concatenate(holder) if holder else np.zeros(0, dtype=np.int64)

@@ -43,7 +43,7 @@ _DELETE_FIRST, _DELETE_SECOND = _build_luts()
 
 _ONE = np.uint64(1)
 _TOP_BIT = np.uint64(63)
-_CHUNK_WORDS = 12_000  # words per processed group of layers: keeps the ~16 temporaries inside the L2 cache
+_CHUNK_WORDS = 24_000  # words per processed group of layers: keeps the ~16 temporaries near the L2 cache
 
 
 class PackedLayers:
@@ -217,12 +217,13 @@ def thin_layers(packed: PackedLayers) -> None:
         todo[:-1] |= todo[1:].copy()
         todo &= is_data & np.repeat(np.concatenate([[False], active_layers, [False]]),
                                     [1] + [rows_per_layer] * num_layers + [1])[:len(grid)]
-        rows = np.flatnonzero(todo)
+        # layers with most rows to visit: in place, whole; the others: their rows gathered
+        busy = todo[1:1 + num_layers * rows_per_layer].reshape(num_layers, rows_per_layer).sum(axis=1) * 2 > height
+        todo[np.repeat(np.concatenate([[False], busy, [False]]), [1] + [rows_per_layer] * num_layers + [1])] = False
         deleted_rows = np.zeros(len(grid), dtype=bool)
-        if len(rows) * 2 > np.count_nonzero(active_layers) * height:  # most rows: whole layers in place
-            _thin_step_layers(packed, np.flatnonzero(active_layers), per_chunk, first, scratch, deleted_rows, grid)
-        else:
-            _thin_step_rows(grid, rows, first, scratch, deleted_rows)
+        if busy.any():
+            _thin_step_layers(packed, np.flatnonzero(busy), per_chunk, first, scratch, deleted_rows, grid)
+        _thin_step_rows(grid, np.flatnonzero(todo), first, scratch, deleted_rows)
         deleted_any = deleted_rows[1:1 + num_layers * rows_per_layer].reshape(num_layers, rows_per_layer).any(1)
         quiet = np.where(deleted_any, 0, quiet + 1)
         recent = [deleted_rows, recent[0]]
