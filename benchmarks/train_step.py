@@ -16,6 +16,7 @@ breakdown of one degmix+head step (top ops by time, FLOPs per op).
 
 Memory (CPU): the peak resident set size during one step minus the RSS just before it (Linux VmHWM, reset through
 /proc/self/clear_refs before each step; glibc's mmap threshold is pinned to 64 KiB so freed tensors leave the RSS).
+The meter is `StepMemory` of degmix_tuning/training/step_stats.py, which every training run uses too.
 It covers activations, gradients and temporaries of the step, not the weights or optimizer state held between steps.
 On CUDA, torch.cuda.max_memory_allocated is used instead.
 
@@ -39,7 +40,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-MMAP_THRESHOLD = "65536"
+from degmix_tuning.training.step_stats import MMAP_THRESHOLD as _MMAP_BYTES, StepMemory  # noqa: E402
+
+MMAP_THRESHOLD = str(_MMAP_BYTES)  # for glibc's MALLOC_MMAP_THRESHOLD_ (see StepMemory)
 RATIOS = (  # (row, reference row): step-time ratios printed for information (the first round's 0.45x / 0.6x /
     # 0.15x targets were withdrawn after measuring the head's FLOPs: benchmarks/README.md)
     ("degmix", "full"),
@@ -100,48 +103,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         ap.error("--steps and --batch must be >= 1 and --warmup >= 0")
     return args
-
-
-# ------------------------------------------------------------------------------------------------ memory
-def _proc_status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class StepMemory:
-    """Peak extra memory of one step: CUDA allocator peak, or Linux VmHWM - VmRSS around the step."""
-
-    def __init__(self, device: str):
-        import torch
-
-        self.torch = torch
-        self.device = device
-        self.kind = "cuda max_memory_allocated" if device == "cuda" else "RSS peak (VmHWM) - RSS before step"
-        self.available = device == "cuda" or (_proc_status_kb("VmHWM") is not None
-                                              and os.access("/proc/self/clear_refs", os.W_OK))
-
-    def start(self) -> int:
-        if self.device == "cuda":
-            self.torch.cuda.reset_peak_memory_stats()
-            return self.torch.cuda.memory_allocated()
-        if not self.available:
-            return 0
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        return (_proc_status_kb("VmRSS") or 0) * 1024
-
-    def stop(self, before: int) -> int | None:
-        if self.device == "cuda":
-            return self.torch.cuda.max_memory_allocated() - before
-        if not self.available:
-            return None
-        return (_proc_status_kb("VmHWM") or 0) * 1024 - before
 
 
 # ------------------------------------------------------------------------------------------------ runners

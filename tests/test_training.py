@@ -180,6 +180,31 @@ def test_other_frozen_weights_are_refused(trained_run):
     other = create_backbone("tiny_swin")  # same architecture and channels, other weights
     with pytest.raises(ValueError, match="other frozen backbone weights"):
         load_tuned(trained_run.run_dir, backbone=other)
+    with pytest.warns(UserWarning, match="other frozen backbone weights"):  # accepted on request, with a warning
+        model, _ = load_tuned(trained_run.run_dir, backbone=other, allow_backbone_mismatch=True)
+    assert torch.equal(model.backbone.state_dict()["model.patch_embed.proj.weight"],
+                       other.state_dict()["model.patch_embed.proj.weight"])
+    deeper = create_backbone("tiny_swin", depths=(1, 1, 2, 1))  # same channels, another architecture
+    with pytest.raises(ValueError, match="another frozen backbone architecture"):
+        load_tuned(trained_run.run_dir, backbone=deeper, allow_backbone_mismatch=True)
+
+
+def test_checkpoints_hold_the_adapter_not_the_frozen_backbone(tmp_path, synthetic_cache):
+    out = tmp_path / "small_ckpt"
+    cfg = tiny_config(out, max_steps=4, checkpoint_every=2, eval_at_start="false")
+    train(cfg, show_progress=False)
+    ckpt = out / "checkpoints" / "step_4"
+    assert not (ckpt / "model.safetensors").exists()
+    size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
+    adapter = (out / "adapter.safetensors").stat().st_size
+    # the adapter + SGD momentum (one float per trainable weight) + ~20 KB of scheduler/RNG state, nothing frozen
+    assert size < 2 * adapter + 40_000, (size, adapter)
+    tensors, meta = read_adapter(ckpt)
+    assert meta["step"] == 4 and not any(k.startswith("backbone.") for k in tensors)
+    with pytest.raises(ValueError, match="trained on another frozen backbone.*train.seed"):  # another seed's rebuild
+        train(cfg.override(["train.seed=1", "train.max_steps=6"]), resume_from=str(ckpt), show_progress=False)
+    result = train(cfg.override(["train.max_steps=6"]), resume_from="latest", show_progress=False)
+    assert result.step == 6
 
 
 def _launch_two_cpu_processes(out: Path, sets: list[str], cache: Path) -> subprocess.CompletedProcess:
@@ -331,7 +356,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, sy
     out = tmp_path / "corrupt"
     cfg = tiny_config(out, max_steps=4, checkpoint_every=2, eval_at_start="false", keep_checkpoints=2)
     train(cfg, show_progress=False)
-    weights = out / "checkpoints" / "step_4" / "model.safetensors"
+    weights = out / "checkpoints" / "step_4" / "adapter.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     result = train(cfg.override(["train.max_steps=5"]), resume_from="latest", show_progress=False)
     printed = capsys.readouterr().out
@@ -377,3 +402,12 @@ def test_the_adapter_is_written_before_the_final_checkpoint(tmp_path, synthetic_
         train(cfg, show_progress=False)
     tensors, meta = read_adapter(tmp_path / "disk")
     assert meta["step"] == 2 and tensors
+
+
+def test_eval_images_larger_than_the_pad_size_are_refused_before_the_first_step(tmp_path, synthetic_cache):
+    out = tmp_path / "small_pad"
+    cfg = tiny_config(out, eval_at_start="false").override(["data.crop_size=32,48"])  # eval images are 48x64
+    with pytest.raises(ValueError, match=r"larger than the eval pad size 32x48.*data.crop_size=48,64"):
+        train(cfg, show_progress=False)
+    log = out / "log.csv"
+    assert not log.exists() or "train/loss" not in log.read_text()  # refused before the first step

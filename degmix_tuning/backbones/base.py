@@ -83,13 +83,15 @@ def state_fingerprint(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def state_digest(state: Mapping[str, Tensor]) -> str:
-    """sha256 over tensors (name, dtype, shape, logical-order bytes): any changed weight changes it."""
+def state_digest(state: Mapping[str, Tensor], values: bool = True) -> str:
+    """sha256 over tensors (name, dtype, shape, logical-order bytes): any changed weight changes it.
+    `values=False` hashes names, dtypes and shapes only: the architecture, whatever the weights."""
     h = hashlib.sha256()
     for name, tensor in sorted(state.items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if values and tensor.numel():
+            t = tensor.detach().cpu().contiguous()
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 def _load(args):
     from ..training.checkpoint import load_tuned
 
-    model, cfg = load_tuned(args.adapter, backbone=args.backbone)
+    model, cfg = load_tuned(args.adapter, backbone=args.backbone, allow_backbone_mismatch=args.allow_backbone_mismatch)
     overrides = []
     if args.data_root:
         overrides += [f"data.root={args.data_root}", "data.synthetic=false"]
@@ -29,7 +29,9 @@ def _dataset(model, cfg, split):
     from ..training.engine import _mean_std
 
     mean, std = _mean_std(model)
-    return build_dataset(cfg.data, split, list(cfg.model.tasks), train=False, mean=mean, std=std), mean, std
+    ds = build_dataset(cfg.data, split, list(cfg.model.tasks), train=False, mean=mean, std=std)
+    ds.check_fits(cfg.data.resolved_crop_size())
+    return ds, mean, std
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -125,6 +127,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("adapter", help="adapter.safetensors, a run folder, or a checkpoint folder (checkpoints/step_N)")
     p.add_argument("--backbone", default=None, help="build this backbone instead of the one recorded in the adapter")
+    p.add_argument("--allow-backbone-mismatch", action="store_true",
+                   help="load even if the frozen backbone weights differ from those the adapter was trained on "
+                        "(a warning instead of an error; metrics will differ from the run's)")
     p.add_argument("--data-root", default=None, help="dataset root (default: the one recorded in the adapter)")
     p.add_argument("--synthetic", action="store_true", help="use the built-in synthetic dataset")
     p.add_argument("--split", default="val")

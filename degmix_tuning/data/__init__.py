@@ -153,6 +153,22 @@ class DenseDataset(torch.utils.data.Dataset):
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
 
+    def check_fits(self, size: tuple[int, int], what: str = "the eval pad size") -> None:
+        """Refuse, before training starts, a sample larger than `size` (evaluation pads, never resizes): found at
+        the first evaluation instead, it would cost every step before it."""
+        if not hasattr(self.reader, "image_size"):
+            return
+        too_big = [(i, self.reader.image_size(i)) for i in range(self.length)]
+        too_big = [(i, hw) for i, hw in too_big if hw[0] > size[0] or hw[1] > size[1]]
+        if too_big:
+            h = max(hw[0] for _, hw in too_big)
+            w = max(hw[1] for _, hw in too_big)
+            i, (h0, w0) = too_big[0]
+            raise ValueError(
+                f"{len(too_big)} sample(s) of this split are larger than {what} {size[0]}x{size[1]}, e.g. "
+                f"{self.reader.ids[i]!r} ({h0}x{w0}, HxW); evaluation never resizes, so set data.crop_size to at least "
+                f"{max(h, size[0])},{max(w, size[1])} (e.g. --set data.crop_size={max(h, size[0])},{max(w, size[1])})")
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a dataset of {self.length} samples")

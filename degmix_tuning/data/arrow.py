@@ -136,9 +136,17 @@ class ArrowSplitReader:
         self._table = datasets.load_from_disk(str(self.root / "splits" / split)).select_columns(
             ["id", "height", "width", "image", *self.tasks])
         self.ids = list(self._table["id"])
+        self._sizes: list | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of sample `index` from the stored height/width columns (no image decoded)."""
+        if self._sizes is None:
+            self._sizes = list(zip(self._table["height"], self._table["width"]))
+        h, w = self._sizes[int(index)]
+        return int(h), int(w)
 
     def read(self, index: int) -> dict:
         row = self._table[int(index)]

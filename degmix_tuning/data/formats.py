@@ -46,6 +46,16 @@ def _open_image(path: str | Path) -> Image.Image:
     return img
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header alone: lets a run check every eval image's size at startup."""
+    path = _require_file(path)
+    try:
+        with Image.open(path) as img:
+            return img.size[1], img.size[0]
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt headers
+        raise DataFileError(path, f"unreadable or corrupt image file ({type(exc).__name__}: {exc})") from exc
+
+
 # --------------------------------------------------------------------------------------------------- images (RGB)
 def read_rgb(path: str | Path) -> np.ndarray:
     """RGB photo (jpg/png) -> uint8 [H, W, 3]. Greyscale photos are expanded to 3 channels (a lossless decode)."""

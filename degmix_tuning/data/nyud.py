@@ -20,7 +20,7 @@ import numpy as np
 from ..tasks import IGNORE_INDEX
 from .formats import (
     DataFileError, check_label_size, decode_normals_png, read_label_png, read_mat_array, read_npy, read_rgb,
-    read_rgb_label, read_split_ids,
+    image_size, read_rgb_label, read_split_ids,
 )
 
 NYUD_TASKS = ("semseg", "depth", "normals", "edge")
@@ -96,6 +96,10 @@ class NYUDReader:
 
     def read_image(self, sample_id: str) -> np.ndarray:
         return read_rgb(self.path(sample_id, "image"))
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of sample `index`, read from the image header only."""
+        return image_size(self.path(self.ids[index], "image"))
 
     def read_label(self, sample_id: str, task: str) -> np.ndarray:
         path = self.path(sample_id, task)

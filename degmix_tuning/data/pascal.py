@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from ..tasks import IGNORE_INDEX
 from .formats import (
     DataFileError, check_label_size, decode_normals_png, read_label_png, read_mat_array, read_parts_anno, read_rgb,
-    read_rgb_label, read_split_ids,
+    image_size, read_rgb_label, read_split_ids,
 )
 
 PASCAL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
@@ -161,6 +160,10 @@ class PascalReader:
     def read_image(self, sample_id: str) -> np.ndarray:
         return read_rgb(self.path(sample_id, "image"))
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of sample `index`, read from the image header only."""
+        return image_size(self.path(self.ids[index], "image"))
+
     def read_label_map(self, sample_id: str) -> np.ndarray:
         path = self.label_map_path(sample_id)
         lm = read_mat_array(path, "LabelMap")
@@ -205,11 +208,7 @@ class PascalReader:
 
     # ---------------------------------------------------------------------------------------------- decoders
     def _image_shape(self, sample_id: str) -> tuple[int, int]:
-        path = self.path(sample_id, "image")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: file does not exist")
-        with Image.open(path) as img:
-            return img.size[1], img.size[0]
+        return image_size(self.path(sample_id, "image"))
 
     def _semseg(self, sample_id: str) -> np.ndarray:
         path = self.path(sample_id, "semseg")

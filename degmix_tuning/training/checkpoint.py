@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ from ..backbones.base import state_digest
 
 ADAPTER_FORMAT = "degmix-tuning-adapter/1"
 ADAPTER_NAME = "adapter.safetensors"
+
+
+class FrozenBackboneMismatch(ValueError):
+    """The rebuilt frozen backbone is not the one an adapter or checkpoint was trained on (architecture or weights)."""
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -47,12 +52,14 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
+    rebuilt = _not_in_adapter(model, state)
     meta = {
         "format": ADAPTER_FORMAT,
         "config": json.dumps(config),
         "backbone_channels": json.dumps(list(getattr(model.backbone, "channels", []))),
         # what load_tuned must rebuild (the frozen weights): recorded so a different rebuild is refused, not used
-        "rebuilt_state_sha256": json.dumps(state_digest(_not_in_adapter(model, state))),
+        "rebuilt_state_sha256": json.dumps(state_digest(rebuilt)),
+        "rebuilt_layout_sha256": json.dumps(layout_digest(rebuilt)),  # the frozen architecture: names and shapes
         **{k: json.dumps(v) for k, v in (extra or {}).items()},
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -64,6 +71,11 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
 def _not_in_adapter(model: nn.Module, adapter_state: dict) -> dict[str, torch.Tensor]:
     """The model's tensors that the adapter file does not hold: the frozen weights a reload has to rebuild."""
     return {k: v for k, v in model.state_dict().items() if k not in adapter_state}
+
+
+def layout_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes and shapes only: equal for the same architecture, whatever the weights."""
+    return state_digest(state, values=False)
 
 
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -85,13 +97,16 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, decoded
 
 
-def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_location: str = "cpu"):
+def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_location: str = "cpu",
+               allow_backbone_mismatch: bool = False):
     """Rebuild a tuned model from an adapter file.
 
     Args:
         path: the adapter file (or the run folder holding `adapter.safetensors`).
         backbone: a `FeatureBackbone` instance (e.g. with pretrained weights you loaded), a backbone name, or None to
             build the one recorded in the file's config (its `pretrained` / `checkpoint_path` settings).
+        allow_backbone_mismatch: load even if the frozen weights differ from those the adapter was trained on
+            (a warning instead of an error); a different architecture is always an error.
     Returns:
         (model, ExperimentConfig)
     """
@@ -127,6 +142,18 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
     model = MultiTaskModel(bb, head, freeze_backbone=mcfg.freeze_backbone)
     model.config = mcfg
     apply_tuning(model, cfg.tuning, **cfg.tuning_kwargs)
+    origin = (f"random init with seed {cfg.train.seed}" if random_init else
+              f"{mcfg.checkpoint_path!r}" if backbone is None and mcfg.checkpoint_path else
+              f"pretrained {mcfg.backbone!r}" if backbone is None else "the backbone you passed")
+    load_adapter_state(model, tensors, meta, path, origin, allow_backbone_mismatch)
+    return model.to(map_location), cfg
+
+
+def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path,
+                       origin: str = "the rebuilt backbone", allow_backbone_mismatch: bool = False) -> None:
+    """Load an adapter's tensors into a model built from its config, after checking that they fit exactly and that
+    the model's frozen part is the one the adapter was trained on (same architecture always; same weights unless
+    `allow_backbone_mismatch`, which warns). Used by `load_tuned` and by resuming from a checkpoint."""
     expected = trainable_state_dict(model)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(model.state_dict()))
@@ -135,18 +162,61 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
             f"adapter {str(path)!r} does not fit the rebuilt model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    digest = meta.get("rebuilt_state_sha256")
-    if digest is not None and state_digest(_not_in_adapter(model, tensors)) != digest:
-        origin = (f"random init with seed {cfg.train.seed}" if random_init else
-                  f"{mcfg.checkpoint_path!r}" if backbone is None and mcfg.checkpoint_path else
-                  f"pretrained {mcfg.backbone!r}" if backbone is None else "the backbone you passed")
-        raise ValueError(
-            f"adapter {str(path)!r} was trained on other frozen backbone weights than the rebuilt ones ({origin}); "
-            f"pass the backbone it was trained on (load_tuned(..., backbone=...), or the same --checkpoint-path / "
-            f"--pretrained weights and timm version)"
+    rebuilt = _not_in_adapter(model, tensors)
+    layout = meta.get("rebuilt_layout_sha256")
+    if layout is not None and layout_digest(rebuilt) != layout:
+        raise FrozenBackboneMismatch(
+            f"adapter {str(path)!r} was trained on another frozen backbone architecture than {origin}; pass the "
+            f"backbone it was trained on ({meta.get('config', {}).get('model', {}).get('backbone')!r})"
         )
+    digest = meta.get("rebuilt_state_sha256")
+    if digest is not None and state_digest(rebuilt) != digest:
+        if not allow_backbone_mismatch:
+            raise FrozenBackboneMismatch(
+                f"adapter {str(path)!r} was trained on other frozen backbone weights than the rebuilt ones ({origin}); "
+                f"pass the backbone it was trained on (load_tuned(..., backbone=...), or the same --checkpoint-path / "
+                f"--pretrained weights and timm version), or accept the difference with --allow-backbone-mismatch"
+            )
+        warnings.warn(f"adapter {str(path)!r} was trained on other frozen backbone weights than {origin}; loaded "
+                      "anyway (allow_backbone_mismatch): its metrics will differ from the run's", stacklevel=2)
     model.load_state_dict(tensors, strict=False)
-    return model.to(map_location), cfg
+
+def use_adapter_checkpoints(accelerator, config: dict, step_of) -> None:
+    """Make `accelerator.save_state` / `load_state` store the model as its adapter file, not as a full state dict.
+
+    A checkpoint then holds the trainable state (+ config + the frozen weights' fingerprint), the optimizer, the
+    scheduler and the RNG states: the frozen backbone (126 MB for Swin-T) is rebuilt from the config, and loading
+    verifies it against the recorded fingerprint (`load_adapter_state`). Accelerate's documented hook pair: the save
+    hook writes the file and empties `weights`, the load hook reads it and empties `models`. `step_of()` gives the
+    step recorded in the file.
+    """
+
+    def save(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for i, model in enumerate(models):
+                save_adapter(accelerator.unwrap_model(model), Path(output_dir) / _checkpoint_adapter_name(i), config,
+                             {"step": step_of()})
+        weights.clear()
+
+    def load(models, input_dir):
+        for i, model in enumerate(models):
+            path = Path(input_dir) / _checkpoint_adapter_name(i)
+            tensors, meta = read_adapter(path)
+            try:
+                load_adapter_state(accelerator.unwrap_model(model), tensors, meta, path)
+            except FrozenBackboneMismatch:
+                raise FrozenBackboneMismatch(
+                    f"checkpoint {str(input_dir)!r} was trained on another frozen backbone than the one rebuilt from "
+                    "this config (its fingerprint differs); resume with the run's own model.backbone, "
+                    "checkpoint_path, pretrained and train.seed (its config.json)") from None
+        models.clear()
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def _checkpoint_adapter_name(index: int) -> str:
+    return ADAPTER_NAME if index == 0 else ADAPTER_NAME.replace(".safetensors", f"_{index}.safetensors")
 
 
 def save_state_atomically(accelerator, directory: str | Path) -> Path:

@@ -6,9 +6,11 @@
     <output_dir>/config.json            the resolved ExperimentConfig
     <output_dir>/metrics.jsonl          one line per evaluation: {"step", "metrics": {task: {metric: value}}}
     <output_dir>/log.csv, tensorboard/  Accelerate trackers
-    <output_dir>/checkpoints/step_<n>/  full training state (accelerator.save_state)
+    <output_dir>/checkpoints/step_<n>/  training state (accelerator.save_state): adapter file, optimizer, scheduler,
+                                        RNG; the frozen backbone is rebuilt and checked by fingerprint on resume
     <output_dir>/adapter.safetensors    trainable parameters + config only (see checkpoint.load_tuned)
-    <output_dir>/summary.json           parameter counts, adapter and full-model sizes, final metrics
+    <output_dir>/summary.json           parameter counts, adapter and full-model sizes, final metrics, median step
+                                        time and step memory (training/step_stats.py)
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from ..metrics import MultiTaskEvaluator
 from ..models import create_model
 from ..params import count_parameters
 from ..tuning import apply_tuning
-from .checkpoint import ADAPTER_NAME, list_checkpoints, save_adapter, save_state_atomically
+from .checkpoint import (
+    ADAPTER_NAME, FrozenBackboneMismatch, list_checkpoints, save_adapter, save_state_atomically, use_adapter_checkpoints,
+)
 from .config import ExperimentConfig
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
 from .run_lock import RunFolderLock, is_main_launch_process
+from .step_stats import StepStats
 from .trackers import CSVTracker, append_jsonl, flatten_metrics
 
 
@@ -198,6 +203,8 @@ def _load_newest_readable(accelerator, candidates: list[Path]) -> Path:
         try:
             accelerator.load_state(str(path))
             return path
+        except FrozenBackboneMismatch:
+            raise  # every older checkpoint would fail the same way: the config, not the file, is wrong
         except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint: say so, try the previous one
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             if i + 1 == len(candidates):
@@ -297,6 +304,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     mean, std = _mean_std(model)
     train_ds = SeededSamples(build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed)
     val_ds = build_dataset(cfg.data, cfg.data.val_split, tasks, train=False, mean=mean, std=std)
+    val_ds.check_fits(cfg.data.resolved_crop_size())  # now, not at the first evaluation thousands of steps later
     # fast path: frozen-backbone features computed once per image (train.feature_cache); None when off
     feature_cache = build_train_feature_cache(cfg, model, run_dir, accelerator.autocast)
 
@@ -325,6 +333,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
+    use_adapter_checkpoints(accelerator, cfg.to_dict(), lambda: progress.step)  # no frozen backbone in checkpoints
 
     if accelerator.is_main_process:
         cfg.save(run_dir / "config.json")
@@ -352,6 +361,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     model.train()
     bar = _ProgressBar(show_progress and accelerator.is_main_process, tc.max_steps, progress.step, tasks)
     step_start, imgs_since = time.perf_counter(), 0
+    step_stats = StepStats(accelerator.device.type)  # summary.json: median step time, step memory
     try:
         with bar:
             while progress.step < tc.max_steps:
@@ -361,6 +371,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
                 train_loader.set_epoch(epoch)
                 loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
                 for batch in loader:
+                    step_stats.begin()
                     with accelerator.accumulate(model):
                         images = prepare_images(batch["image"], tc)  # fast path
                         feats = feature_cache.features({**batch, "image": images}) if feature_cache else None
@@ -380,6 +391,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
                         if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                             scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
+                    step_stats.end(accelerator.sync_gradients)
                     imgs_since += batch["image"].shape[0] * accelerator.num_processes
                     if not accelerator.sync_gradients:
                         continue
@@ -436,6 +448,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
             "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
             "initial_metrics": initial_metrics,
             "final_metrics": final_metrics,
+            **step_stats.summary(),  # this process's steps only (a resumed run: those after the resume)
         }
         import json
 
@@ -474,9 +487,8 @@ def _record_eval(accelerator, run_dir: Path, step: int, metrics: dict) -> None:
 
 
 def _checkpoint(accelerator, model, cfg: ExperimentConfig, run_dir: Path, step: int) -> Path:
-    ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}")
+    ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}")  # holds the adapter file
     if accelerator.is_main_process:
-        save_adapter(accelerator.unwrap_model(model), ckpt / ADAPTER_NAME, cfg.to_dict(), {"step": step})
         for old in list_checkpoints(run_dir / "checkpoints")[: -cfg.train.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
