@@ -407,12 +407,16 @@ def test_real_renderer_through_writer_and_reader(tmp_path, flavour):
     assert seen == 4
 
 
-def test_resolve_root_generates_synthetic_once_into_the_cache(tmp_path, monkeypatch):
+def test_resolve_root_generates_synthetic_once_into_the_cache(tmp_path, monkeypatch, capsys):
     from degmix_tuning.data import DataConfig, resolve_root, synthetic_cache_dir
 
     monkeypatch.setenv("DEGMIX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("DEGMIX_NO_PROGRESS", raising=False)
     cfg = DataConfig(dataset="nyud", synthetic=True, synthetic_n=3, synthetic_size=(32, 40))
     root = resolve_root(cfg)
+    shown = capsys.readouterr().out.splitlines()  # not a terminal here: plain lines while rendering
+    assert shown == ["[degmix-tuning] rendering 3 synthetic nyud scenes (32x40) (cached for later runs)"] + [
+        f"[degmix-tuning] rendered {i}/3 scenes" for i in (1, 2, 3)]
     assert root == synthetic_cache_dir(cfg) and str(root).startswith(str(tmp_path / "cache" / "synthetic"))
     assert NYUDReader(root, "train").flavour == "C" and len(NYUDReader(root, "val")) == 1
     stamp = (root / "synthetic.json").stat().st_mtime_ns

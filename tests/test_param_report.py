@@ -39,18 +39,25 @@ def test_measure_splits_adapter_unfrozen_base_and_head():
     assert (b.adapter, b.unfrozen_base, b.head) == (16 * 16 * SUM_C + 12 * 4 * 2 * SUM_C, TINY_EXTRAS, TINY_LIGHT_HEAD)
     assert b.mtlora_rule == 84_480 + 45_876 + 682_961 and b.ditask_rule == 84_480 + 45_876
     assert b.tasks == ("semseg", "depth") and b.tuning["rank"] == 16
-    # fp32 safetensors: 8-byte length, JSON header, 4 bytes per scalar
-    assert 0 < b.adapter_bytes - 4 * b.mtlora_rule < 200 * 150
+    # fp32 safetensors: 8-byte length, JSON header (names + the run config), 4 bytes per scalar
+    assert 0 < b.adapter_bytes - 4 * b.mtlora_rule < 200 * 150 + 8_000
 
 
-def test_adapter_bytes_are_the_serialised_size():
-    model = create_model("degmix_tuning_tiny_nyud")
+def test_adapter_bytes_are_the_size_of_the_file_a_run_writes(tmp_path):
+    from degmix_tuning.training.checkpoint import save_adapter
+    from degmix_tuning.training.config import ExperimentConfig
+
+    cfg = ExperimentConfig(model=get_preset("degmix_tuning_tiny_nyud"), tuning="bitfit")
+    model = create_model(cfg.model, freeze_backbone=True)
     apply_tuning(model, "bitfit")
+    written = save_adapter(model, tmp_path / "adapter.safetensors", cfg.to_dict()).stat().st_size
+    assert measure_method(cfg.model, "bitfit").adapter_bytes == written
     state = trainable_state(model)
     blob = save({k: v.float() for k, v in state.items()})
     header = struct.unpack("<Q", blob[:8])[0]
     scalars = sum(v.numel() for v in state.values())
-    assert trainable_bytes(model) == len(blob) == 8 + header + 4 * scalars
+    assert trainable_bytes(model) == len(blob) == 8 + header + 4 * scalars  # tensors only
+    assert written - len(blob) > len(json.dumps(cfg.to_dict()))  # the file also holds the config
     assert set(json.loads(blob[8:8 + header])) - {"__metadata__"} == set(state)
 
 

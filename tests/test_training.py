@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ def test_run_folder_contents(trained_run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["adapter_bytes"] == (run / "adapter.safetensors").stat().st_size
     assert summary["adapter_bytes"] < summary["full_model_bytes"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (run / "adapter.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file it wrote
 
 
 def test_adapter_holds_only_trainable_state_and_reloads(trained_run):

@@ -9,10 +9,12 @@ raw numpy sample; the transforms turn that into tensors.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -63,14 +65,38 @@ def synthetic_cache_dir(cfg: DataConfig) -> Path:
     return _cache_base() / "synthetic" / _synthetic_key(cfg)
 
 
+@contextlib.contextmanager
+def _rendering_progress(cfg: DataConfig):
+    """A rich bar in a terminal, a line per 10 % otherwise, on the first process only (rendering is done once and
+    cached, but the first time it takes a minute or more with nothing else to show)."""
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("DEGMIX_NO_PROGRESS") == "1":
+        yield None
+        return
+    what = f"rendering {cfg.synthetic_n} synthetic {cfg.dataset} scenes ({cfg.synthetic_size[0]}x{cfg.synthetic_size[1]})"
+    if sys.stdout.isatty():
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"[degmix-tuning] {what}", total=cfg.synthetic_n)
+            yield lambda done, total: bar.update(task, completed=done)
+        print(f"[degmix-tuning] {what}: done (cached for later runs)")
+        return
+    print(f"[degmix-tuning] {what} (cached for later runs)", flush=True)
+    step = max(1, cfg.synthetic_n // 10)
+    yield lambda done, total: (done % step == 0 or done == total) and print(
+        f"[degmix-tuning] rendered {done}/{total} scenes", flush=True)
+
+
 def _generate_synthetic(cfg: DataConfig, final: Path) -> Path:
     from .synthetic_writer import write_synthetic_dataset
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        write_synthetic_dataset(tmp / "root", n=cfg.synthetic_n, flavour=cfg.dataset, seed=cfg.synthetic_seed,
-                                size=cfg.synthetic_size, val_fraction=cfg.synthetic_val_fraction)
+        with _rendering_progress(cfg) as progress:
+            write_synthetic_dataset(tmp / "root", n=cfg.synthetic_n, flavour=cfg.dataset, seed=cfg.synthetic_seed,
+                                    size=cfg.synthetic_size, val_fraction=cfg.synthetic_val_fraction,
+                                    progress=progress)
         try:
             os.rename(tmp / "root", final)  # atomic: readers never see a half-written root
         except OSError:

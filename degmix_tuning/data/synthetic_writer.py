@@ -120,9 +120,11 @@ def _write_pascal_scene(root: Path, sid: str, scene) -> None:
 
 def write_synthetic_dataset(out_dir: str | Path, n: int = 200, flavour: str = "nyud", seed: int = 0,
                             size: tuple[int, int] = (120, 160), val_fraction: float = 0.25,
-                            render_fn: Callable | None = None) -> Path:
+                            render_fn: Callable | None = None, progress: Callable[[int, int], None] | None = None,
+                            ) -> Path:
     """Render `n` scenes with `render_fn(seed, size=(H, W)) -> SceneArrays` (default: the project renderer) and
-    write them under `out_dir` in the real on-disk layout of `flavour`. Deterministic from `seed`."""
+    write them under `out_dir` in the real on-disk layout of `flavour`. Deterministic from `seed`.
+    `progress(done, n)` is called after each scene (rendering 200 scenes takes about a minute)."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown synthetic flavour {flavour!r}; use one of {', '.join(FLAVOURS)}")
     if n < 2:
@@ -142,6 +144,8 @@ def write_synthetic_dataset(out_dir: str | Path, n: int = 200, flavour: str = "n
         scene = render(s, size=size)
         _check_scene(scene, size, f"synthetic {flavour} scene {i} (seed {s})", flavour)
         write_scene(root, sid, scene)
+        if progress is not None:
+            progress(i + 1, n)
     train, val = split_ids(ids, val_fraction, seed)
     split_dir = root / ("gt_sets" if flavour == "nyud" else "ImageSets/Context")
     split_dir.mkdir(parents=True, exist_ok=True)

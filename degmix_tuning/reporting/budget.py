@@ -3,8 +3,8 @@
 (a) adapter: parameters the method added inside the backbone (LoRA factors, adapters, spectral warps)
 (b) unfrozen base: original backbone parameters the method trains (biases, norms, PatchMerging, everything)
 (c) head: the decoders and task heads
-MTLoRA's rule prints a+b+c, DiTASK's prints a+b, DeGMix-Tuning's c. The adapter file size is measured by
-serialising the trainable parameters (fp32) with safetensors.
+MTLoRA's rule prints a+b+c, DiTASK's prints a+b, DeGMix-Tuning's c. The adapter file size is the exact size of the
+file a run writes (`save_adapter`: the trainable state in fp32 plus the run config), serialised in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 from ..data.info import get_dataset_info
 from ..models import DeGMixConfig, ModelConfig, create_model
 from ..models.presets import PRESETS
-from ..tuning import apply_tuning, list_tuning_methods, trainable_bytes
+from ..tuning import apply_tuning, list_tuning_methods
 
 
 @dataclass
@@ -31,7 +31,7 @@ class MethodBudget:
     unfrozen_base: int  # (b)
     head: int  # (c)
     total_params: int  # every parameter of the tuned model
-    adapter_bytes: int  # safetensors file of the trainable parameters, fp32
+    adapter_bytes: int  # the adapter file a run writes: trainable state (fp32) + config metadata
     tuning: dict = field(default_factory=dict)  # the resolved TuningConfig
 
     @property
@@ -84,9 +84,21 @@ def measure_method(model_cfg: ModelConfig, method, base: nn.Module | None = None
     return MethodBudget(
         method=model.tuning_config.method, backbone=model_cfg.backbone, dataset=model_cfg.dataset,
         tasks=tuple(model_cfg.tasks), adapter=a, unfrozen_base=b, head=c,
-        total_params=sum(p.numel() for p in model.parameters()), adapter_bytes=trainable_bytes(model),
+        total_params=sum(p.numel() for p in model.parameters()), adapter_bytes=_adapter_file_bytes(model, model_cfg, kwargs),
         tuning=model.tuning_config.to_dict(),
     )
+
+
+def _adapter_file_bytes(model: nn.Module, model_cfg: ModelConfig, kwargs: dict) -> int:
+    """The size of the adapter file a run of this method writes: trainable state + its config metadata (the run
+    config with default data/train settings: a few hundred bytes more or less for other paths and values)."""
+    from ..data.config import DataConfig
+    from ..training.checkpoint import adapter_file_bytes
+    from ..training.config import ExperimentConfig
+
+    cfg = ExperimentConfig(model=model_cfg, data=DataConfig(dataset=model_cfg.dataset),
+                           tuning=model.tuning_config.method, tuning_kwargs=dict(kwargs))
+    return adapter_file_bytes(model, cfg.to_dict())
 
 
 def budget_model_config(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None,

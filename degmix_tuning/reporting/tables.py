@@ -57,7 +57,7 @@ class BudgetReport:
     def to_dict(self) -> dict:
         return {
             "setup": {"backbone": self.backbone, "dataset": self.dataset, "tasks": list(self.tasks),
-                      "init": "random", "adapter_bytes": "safetensors of the trainable parameters, fp32"},
+                      "init": "random", "adapter_bytes": "the adapter file a run writes: trainable state (fp32) + config"},
             "rules": RULES,
             "provenance": PROVENANCE,
             "measured": [b.as_dict() for b in self.measured],

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 from torch import nn
 
 from ..backbones.base import state_digest
+from ..tuning.state import load_trainable_state, trainable_state
 
 ADAPTER_FORMAT = "degmix-tuning-adapter/1"
 ADAPTER_NAME = "adapter.safetensors"
@@ -28,30 +29,27 @@ class FrozenBackboneMismatch(ValueError):
     """The rebuilt frozen backbone is not the one an adapter or checkpoint was trained on (architecture or weights)."""
 
 
-def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters + buffers of every module that is not a fully frozen backbone."""
-    from ..backbones import is_frozen
-
-    state = {}
-    backbone = getattr(model, "backbone", None)
-    frozen_prefix = "backbone." if backbone is not None and is_frozen(backbone) else None
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            state[name] = p.detach()
-    for name, b in model.named_buffers():
-        if frozen_prefix and name.startswith(frozen_prefix):
-            continue
-        if name.startswith("backbone.") and not name.split(".")[-1].startswith("running_") and "num_batches" not in name:
-            continue  # fixed index tables of the backbone, rebuilt by construction
-        state[name] = b.detach()
-    return state
-
-
 def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict | None = None) -> Path:
     """Write the adapter file atomically (tmp file + rename). `config` is the resolved ExperimentConfig as a dict."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in trainable_state_dict(model).items()}
+    state, meta = _adapter_payload(model, config, extra)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600; an adapter is meant to be shared like any file
+    os.replace(tmp, path)
+    return path
+
+
+def adapter_file_bytes(model: nn.Module, config: dict) -> int:
+    """The exact size `save_adapter(model, ..., config)` writes (tensors + metadata), serialised in memory."""
+    state, meta = _adapter_payload(model, config, None)
+    return len(save(state, metadata=meta))
+
+
+def _adapter_payload(model: nn.Module, config: dict, extra: dict | None) -> tuple[dict, dict]:
+    """(tensors, metadata) of an adapter file: the trainable state and what a reload needs to check."""
+    state = {k: v.contiguous().cpu() for k, v in trainable_state(model).items()}
     rebuilt = _not_in_adapter(model, state)
     meta = {
         "format": ADAPTER_FORMAT,
@@ -62,10 +60,13 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
         "rebuilt_layout_sha256": json.dumps(layout_digest(rebuilt)),  # the frozen architecture: names and shapes
         **{k: json.dumps(v) for k, v in (extra or {}).items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return state, meta
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _not_in_adapter(model: nn.Module, adapter_state: dict) -> dict[str, torch.Tensor]:
@@ -154,9 +155,9 @@ def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta:
     """Load an adapter's tensors into a model built from its config, after checking that they fit exactly and that
     the model's frozen part is the one the adapter was trained on (same architecture always; same weights unless
     `allow_backbone_mismatch`, which warns). Used by `load_tuned` and by resuming from a checkpoint."""
-    expected = trainable_state_dict(model)
+    expected = trainable_state(model)
     missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(model.state_dict()))
+    unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(
             f"adapter {str(path)!r} does not fit the rebuilt model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
@@ -179,7 +180,7 @@ def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta:
             )
         warnings.warn(f"adapter {str(path)!r} was trained on other frozen backbone weights than {origin}; loaded "
                       "anyway (allow_backbone_mismatch): its metrics will differ from the run's", stacklevel=2)
-    model.load_state_dict(tensors, strict=False)
+    load_trainable_state(model, tensors)
 
 def use_adapter_checkpoints(accelerator, config: dict, step_of) -> None:
     """Make `accelerator.save_state` / `load_state` store the model as its adapter file, not as a full state dict.

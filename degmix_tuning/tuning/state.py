@@ -1,4 +1,9 @@
-"""Trainable-only state: what a tuning method adds or unfreezes (adapter files, parameter budgets, tests)."""
+"""Trainable-only state: what a tuning method adds or unfreezes, i.e. exactly what an adapter file holds.
+
+One definition for adapter files, checkpoints, parameter budgets and tests: the trainable parameters, plus the
+buffers of every module that is not a fully frozen backbone (BatchNorm statistics of the head, of an unfrozen
+backbone). A frozen backbone is rebuilt from its config and weights, never stored.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +12,45 @@ from torch import Tensor, nn
 
 
 def trainable_state(model: nn.Module) -> dict[str, Tensor]:
-    """{name: tensor} of every parameter with requires_grad (detached, contiguous, same dtype)."""
-    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """{name: detached tensor}: trainable parameters + buffers outside a fully frozen backbone."""
+    from ..backbones import is_frozen
+
+    backbone = getattr(model, "backbone", None)
+    frozen_backbone = backbone is not None and is_frozen(backbone)
+    state = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    for name, b in model.named_buffers():
+        if name.startswith("backbone.") and (frozen_backbone or not _is_statistic(name)):
+            continue  # a frozen backbone, or fixed index tables rebuilt by construction
+        state[name] = b.detach()
+    return state
+
+
+def _is_statistic(name: str) -> bool:
+    leaf = name.split(".")[-1]
+    return leaf.startswith("running_") or "num_batches" in leaf
 
 
 @torch.no_grad()
 def load_trainable_state(model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Copy `state` into the model's trainable parameters; keys and shapes must match exactly."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
+    """Copy `state` into the model's trainable state (`trainable_state` keys); keys and shapes must match exactly."""
+    target = trainable_state(model)
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
     if missing or unexpected:
-        raise KeyError(f"trainable state does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]} "
-                       "(was it saved from the same backbone, tasks and tuning config?)")
-    for n, p in params.items():
-        if state[n].shape != p.shape:
-            raise ValueError(f"trainable state {n!r} has shape {tuple(state[n].shape)}, the model {tuple(p.shape)}")
-        p.copy_(state[n])
+        raise KeyError(f"trainable state does not fit the model: missing {missing[:5]}{'...' * (len(missing) > 5)}, "
+                       f"unexpected {unexpected[:5]}{'...' * (len(unexpected) > 5)} (was it saved from the same "
+                       "backbone, tasks and tuning config?)")
+    for n, t in target.items():
+        if state[n].shape != t.shape:
+            raise ValueError(f"trainable state {n!r} has shape {tuple(state[n].shape)}, the model {tuple(t.shape)}")
+        t.copy_(state[n])
 
 
 def trainable_bytes(model: nn.Module) -> int:
-    """Size of the safetensors file holding the trainable parameters in fp32 (serialised, not estimated)."""
+    """Size of the trainable state serialised as fp32 safetensors, without metadata (the adapter file adds its
+    config: `training.checkpoint.adapter_file_bytes`)."""
     from safetensors.torch import save
 
-    return len(save({n: t.float() for n, t in trainable_state(model).items()}))
+    return len(save({n: t.float().contiguous() for n, t in trainable_state(model).items()}))
 
 
 __all__ = ["load_trainable_state", "trainable_bytes", "trainable_state"]
