@@ -54,6 +54,11 @@ def create_model(cfg: ModelConfig | str, **overrides) -> MultiTaskModel:
         cfg.backbone, pretrained=cfg.pretrained, checkpoint_path=cfg.checkpoint_path, img_size=cfg.img_size,
         **cfg.backbone_kwargs,
     )
+    return assemble_model(cfg, backbone)
+
+
+def assemble_model(cfg: ModelConfig, backbone) -> MultiTaskModel:
+    """The head of `cfg` sized from `backbone`'s channels, around that backbone (e.g. one given to `load_tuned`)."""
     head = DeGMixHead(backbone.channels, cfg.task_channels(), cfg.head)
     model = MultiTaskModel(backbone, head, freeze_backbone=cfg.freeze_backbone)
     model.config = cfg

@@ -112,8 +112,7 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
         (model, ExperimentConfig)
     """
     from ..backbones import FeatureBackbone, create_backbone
-    from ..models.degmix import DeGMixHead
-    from ..models.multitask import MultiTaskModel
+    from ..models.factory import assemble_model
     from ..tuning import apply_tuning
     from .config import ExperimentConfig
 
@@ -139,9 +138,7 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
             f"adapter {str(path)!r} was trained on a backbone with channels {recorded}, but the given backbone has "
             f"{list(bb.channels)}; pass the same architecture ({mcfg.backbone!r})"
         )
-    head = DeGMixHead(bb.channels, mcfg.task_channels(), mcfg.head)
-    model = MultiTaskModel(bb, head, freeze_backbone=mcfg.freeze_backbone)
-    model.config = mcfg
+    model = assemble_model(mcfg, bb)
     apply_tuning(model, cfg.tuning, **cfg.tuning_kwargs)
     origin = (f"random init with seed {cfg.train.seed}" if random_init else
               f"{mcfg.checkpoint_path!r}" if backbone is None and mcfg.checkpoint_path else

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from .base import TuningConfig, register_tuning_method
-from .streams import replace_module
-from .structure import block_targets, find_stages, network_of
+from .structure import block_targets, find_stages, network_of, replace_module
 
 
 class BottleneckAdapter(nn.Module):

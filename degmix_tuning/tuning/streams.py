@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from typing import Callable
 
-from .structure import Stage, block_targets, find_stages, network_of, require_targets
+from .structure import Stage, block_targets, find_stages, network_of, replace_module, require_targets
 
 
 class MultiTaskLayer(nn.Module):
@@ -142,13 +142,6 @@ class TaskStreamBlock(nn.Module):
         return parts[0]
 
 
-def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    """Put `new` at the dotted path `name` under `root` (works for Sequential/ModuleList indices too)."""
-    parent_name, _, leaf = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, leaf, new)
-
-
 def attach_task_streams(model: nn.Module, stages: list[Stage], method: str) -> TaskStreams:
     """Wrap each stage's last block and make the head decode per-task maps; the head must support it."""
     head = model.head
@@ -164,9 +157,6 @@ def attach_task_streams(model: nn.Module, stages: list[Stage], method: str) -> T
         replace_module(net, stage.block_names[-1], TaskStreamBlock(stage.blocks[-1], level, streams))
     head.task_features = streams
     return streams
-
-
-__all__ = ["MultiTaskLayer", "TaskStreamBlock", "TaskStreams", "attach_task_streams", "replace_module"]
 
 
 def wrap_stage_blocks(model: nn.Module, method: str, target_types: tuple[str, ...], task_exclude, streams: bool,
@@ -193,3 +183,6 @@ def wrap_stage_blocks(model: nn.Module, method: str, target_types: tuple[str, ..
     require_targets(found, method, backbone, target_types)
     if streams:
         attach_task_streams(model, stages, method)
+
+
+__all__ = ["MultiTaskLayer", "TaskStreamBlock", "TaskStreams", "attach_task_streams", "wrap_stage_blocks"]

@@ -115,7 +115,14 @@ def require_targets(names_or_modules: list, method: str, backbone: nn.Module, ta
         )
 
 
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    """Put `new` at the dotted path `name` under `root` (works for Sequential/ModuleList indices too)."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, new)
+
+
 __all__ = [
     "NORM_TYPES", "Stage", "TARGET_TYPES", "block_targets", "find_stages", "is_target", "network_of",
-    "require_targets", "target_names",
+    "replace_module", "require_targets", "target_names",
 ]
