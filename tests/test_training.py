@@ -354,6 +354,24 @@ def test_resume_applies_a_changed_lr_and_a_longer_schedule(tmp_path, synthetic_c
     result = train(longer, resume_from="latest", show_progress=False)
     assert result.step == 6
     assert _logged(out, "train/lr")[5] == pytest.approx(0.01 * (1 - 5 / 6) ** 0.9, rel=1e-6)
+    history = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert [(h["event"], h["step"]) for h in history] == [("start", 0), ("resume", 2), ("resume", 4)]
+    assert history[1]["changes"] == {"train.lr": [0.05, 0.01]}
+    assert history[2]["changes"] == {"train.max_steps": [4, 6]}
+    assert json.loads((out / "config.json").read_text())["train"]["max_steps"] == 6  # what runs now
+
+
+def test_resume_refuses_a_changed_model_tuning_or_data_and_lists_the_fields(tmp_path, synthetic_cache):
+    out = tmp_path / "refuse"
+    cfg = tiny_config(out, max_steps=4, checkpoint_every=2, eval_at_start="false")
+    train(cfg, stop_after=2, show_progress=False)
+    changed = cfg.override(["model.tasks=semseg", "data.flip=false", "train.lr=0.01"])
+    with pytest.raises(ValueError, match=r"data.flip: True -> False; model.tasks: \['semseg', 'depth'\] -> \['semseg'\]"):
+        train(changed, resume_from="latest", show_progress=False)
+    with pytest.raises(ValueError, match="tuning: 'degmix' -> 'bitfit'"):
+        train(cfg.override(["tuning=bitfit"]), resume_from="latest", show_progress=False)
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(cfg.to_dict()))  # untouched
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1  # only the start: nothing else happened
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, synthetic_cache, capsys):

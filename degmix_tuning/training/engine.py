@@ -3,7 +3,8 @@
 `train(cfg)` builds model + data from an `ExperimentConfig`, trains for `train.max_steps` optimizer steps
 (SGD + poly decay), evaluates, checkpoints atomically, writes the run folder:
 
-    <output_dir>/config.json            the resolved ExperimentConfig
+    <output_dir>/config.json            the resolved ExperimentConfig (of the last start or resume)
+    <output_dir>/history.jsonl          one line per start / resume, with the config changes (training/resume.py)
     <output_dir>/metrics.jsonl          one line per evaluation: {"step", "metrics": {task: {metric: value}}}
     <output_dir>/log.csv, tensorboard/  Accelerate trackers
     <output_dir>/checkpoints/step_<n>/  training state (accelerator.save_state): adapter file, optimizer, scheduler,
@@ -38,6 +39,7 @@ from .checkpoint import (
 from .config import ExperimentConfig
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
+from .resume import record_history, resume_changes
 from .run_lock import RunFolderLock, is_main_launch_process
 from .step_stats import StepStats
 from .trackers import CSVTracker, append_jsonl, flatten_metrics
@@ -287,6 +289,8 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     tc = cfg.train
     run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
     resume_candidates = _resolve_resume(run_dir, resume_from)
+    # before anything is built: a resume may change the recipe, never the model, tuning, tasks or data
+    config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
     accelerator = _make_accelerator(cfg, run_dir)
     set_seed(tc.seed)
 
@@ -347,9 +351,15 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
         resume_path = _load_newest_readable(accelerator, resume_candidates)
         accelerator.print(f"[degmix-tuning] resumed from {resume_path} at step {progress.step}")
         _apply_changed_recipe(accelerator, optimizer, scheduler, cfg, progress.step)
+        if config_changes:
+            accelerator.print("[degmix-tuning] config changed on resume (recorded in history.jsonl): " + ", ".join(
+                f"{k} {old!r} -> {new!r}" for k, (old, new) in config_changes.items()))
         if accelerator.is_main_process:
             _drop_logged_after(run_dir, progress.step)
-    elif tc.eval_at_start:
+            record_history(run_dir, "resume", progress.step, checkpoint=str(resume_path), changes=config_changes)
+    elif accelerator.is_main_process:
+        record_history(run_dir, "start", 0)
+    if not resume_candidates and tc.eval_at_start:
         initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run_dir, 0, initial_metrics)
 

@@ -1,0 +1,63 @@
+"""What may change when a run is resumed, and the run folder's history of starts and resumes.
+
+A checkpoint's state only makes sense for the model, tuning method, tasks and data it was trained on; the recipe
+around it (schedule length, learning rate, intervals, logging, speed options) may change. `resume_changes` compares
+the config given now with the run's `config.json` (the config of its last start): changed recipe fields are
+returned so they can be applied and recorded; any other changed field refuses the resume, listing every difference.
+`history.jsonl` gets one line per start or resume, so `config.json` (always the config that runs now) and the
+history together tell what ran when.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+# Fields a resume may change: they shape what happens next, not what the checkpointed state means.
+SAFE_ON_RESUME = frozenset({
+    "train.max_steps", "train.lr", "train.momentum", "train.weight_decay", "train.poly_power", "train.clip_grad_norm",
+    "train.eval_every", "train.eval_at_start", "train.eval_batch_size", "train.max_eval_batches",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.trackers", "train.output_dir",
+    "train.mixed_precision", "train.feature_cache", "train.feature_cache_dir", "train.channels_last",
+    "train.compile_head", "data.num_workers", "model.head.deform_impl",
+})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k not in ("tuning_kwargs", "loss_weights", "backbone_kwargs"):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
+    """{field: [old, new]} of the safe fields that differ from the run's config.json; ValueError naming every other
+    differing field. A run folder without config.json (older than this check) compares nothing."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        before = _flat(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} cannot be read ({exc}); it records what the run trained, so resuming cannot be "
+                         "checked: restore it from the checkpoint's adapter file or start a new run") from exc
+    now = _flat(json.loads(json.dumps(config)))  # tuples -> lists, as in the file
+    differing = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
+    refused = {k: v for k, v in differing.items() if k not in SAFE_ON_RESUME}
+    if refused:
+        shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ValueError(f"cannot resume {str(run_dir)!r} with a different model, tuning method, tasks or data "
+                         f"({shown}); the checkpoint was trained with the old values. Resume with the run's "
+                         f"config (--config {path}), or start a new run in another --output-dir")
+    return differing
+
+
+def record_history(run_dir: Path, event: str, step: int, **details) -> None:
+    """Append one line to `<run_dir>/history.jsonl`: what started, at which step, with which config changes."""
+    line = {"event": event, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
+    with open(Path(run_dir) / "history.jsonl", "a") as f:
+        f.write(json.dumps(line, default=str) + "\n")
