@@ -39,6 +39,16 @@ before/after metrics (per-meter rows and the end-to-end subset) must agree to --
 0: bit-identical); the script exits with status 1 otherwise.
 
     python benchmarks/eval_speed.py --images 654 --size 425 560 --threads 1 --eval-workers 2
+
+Boundary-only mode (--boundary-densities): per-image `image_boundary_counts` (99 thresholds, NYUD tolerance) on
+synthetic NYUD-like edge maps at the given boundary-pixel densities, before (--before) vs after, alternating in one
+process, --boundary-repeats times each; prints min and median wall and CPU (process) seconds per image and checks
+that the per-threshold counts are identical. The GT is the union of the edge maps of `render_indoor_scene` rooms
+(scene 0: 1.9 %, scene 1: 3.4 %, scenes 0+1+4: 6.8 %; other densities add scenes until reached); the prediction is
+the GT displaced by a smooth field, a ridge of varying strength around it and smoothed clutter
+(--boundary-variant nyud: ~70 % of the pixels pass t = 0.01; dense: ~97 %, the harder case). Pin it to one core:
+
+    taskset -c 1 python benchmarks/eval_speed.py --boundary-densities 0.019,0.034,0.07 --before 16d65db
 """
 
 from __future__ import annotations
@@ -228,6 +238,85 @@ def batches(sample_fn, tasks, start: int, stop: int, batch: int, size, seed: int
             torch.set_num_threads(timed_threads)
         yield ({t: torch.stack([s[0][t] for s in samples]) for t in tasks},
                {t: torch.stack([s[1][t] for s in samples]) for t in tasks})
+
+
+# --------------------------------------------------------------------------------- boundary-only (densities)
+BOUNDARY_SCENES = {0.019: (0,), 0.034: (1,), 0.07: (0, 1, 4)}  # render_indoor_scene seeds: 1.9 %, 3.4 %, 6.8 %
+BOUNDARY_VARIANTS = {  # prediction recipe: (ridge width px, clutter std, bias)
+    "nyud": (2.0, 2.5, -4.0),
+    "dense": (3.0, 5.0, -2.5),
+}
+
+
+def boundary_image(density: float, size: tuple[int, int], variant: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(prob float64 [H, W], GT bool [H, W]) of one synthetic NYUD-like image near `density` boundary pixels."""
+    from scipy import ndimage as ndi
+
+    from degmix_tuning.data.synthetic_scenes import render_indoor_scene
+
+    scenes = BOUNDARY_SCENES.get(round(density, 3))
+    edge = np.zeros(size, dtype=bool)
+    if scenes is not None:
+        for scene in scenes:
+            edge |= render_indoor_scene(scene, size).edge.astype(bool)
+    else:
+        for scene in range(64):
+            if edge.mean() >= density:
+                break
+            edge |= render_indoor_scene(scene, size).edge.astype(bool)
+    width, clutter, bias = BOUNDARY_VARIANTS[variant]
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size[0], :size[1]]
+    shift = [22.5 * ndi.gaussian_filter(rng.standard_normal(size), 15) for _ in range(2)]  # misalignment
+    moved = ndi.map_coordinates(edge.astype(float), [rows + shift[0], cols + shift[1]], order=1) > 0.5
+    strength = ndi.gaussian_filter(rng.random(size), 8)
+    strength = (strength - strength.min()) / (np.ptp(strength) + 1e-12)
+    logit = (bias + (3 + 6 * strength) * np.exp(-ndi.distance_transform_edt(~moved) / width)
+             + 3 * clutter * ndi.gaussian_filter(rng.standard_normal(size), 2))
+    return 1 / (1 + np.exp(-logit)), edge
+
+
+def boundary_speed(args, size) -> None:
+    """Per-image boundary counting time at several densities, before vs after (see the module docstring)."""
+    import importlib
+    import statistics
+
+    from degmix_tuning.metrics.boundary import boundary_thresholds, image_boundary_counts
+
+    thresholds = boundary_thresholds()
+    tolerance = get_dataset_info("nyud").edge_tolerance
+    with tempfile.TemporaryDirectory(prefix="eval_speed_before_") as workdir:
+        _, _, commit = load_before(args.before, workdir)
+        old = importlib.import_module("degmix_tuning_before.metrics.boundary").image_boundary_counts
+        print(f"boundary counts per image, {size[0]}x{size[1]}, {len(thresholds)} thresholds, tolerance {tolerance}, "
+              f"variant {args.boundary_variant}; before = {args.before} ({commit}), after = working tree; "
+              f"{args.boundary_repeats} runs each, alternating; load average {load_average()}", flush=True)
+        print(f"{'density':>8s} {'t=0.01':>7s} {'before wall min/med':>20s} {'cpu min/med':>14s} "
+              f"{'after wall min/med':>19s} {'cpu min/med':>14s} {'cpu min ratio':>13s} {'identical':>9s}")
+        failures = []
+        for density in (float(d) for d in args.boundary_densities.split(",")):
+            prob, gt = boundary_image(density, size, args.boundary_variant, args.seed)
+            valid = np.ones_like(gt)
+            times = {"before": ([], []), "after": ([], [])}
+            counts = {}
+            fns = (("before", old), ("after", image_boundary_counts))
+            for r in range(args.boundary_repeats):
+                for name, fn in (fns if r % 2 == 0 else fns[::-1]):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    counts.setdefault(name, []).append(fn(prob, gt, valid, thresholds, tolerance))
+                    times[name][0].append(time.perf_counter() - wall)
+                    times[name][1].append(time.process_time() - cpu)
+            same = all(np.array_equal(c, counts["before"][0]) for c in counts["before"] + counts["after"])
+            if not same:
+                failures.append(density)
+            mm = {k: [f"{min(v):.3f}/{statistics.median(v):.3f}" for v in times[k]] for k in times}
+            print(f"{gt.mean():8.2%} {(prob >= thresholds[0]).mean():7.0%} {mm['before'][0]:>20s} "
+                  f"{mm['before'][1]:>14s} {mm['after'][0]:>19s} {mm['after'][1]:>14s} "
+                  f"{min(times['before'][1]) / min(times['after'][1]):12.2f}x {str(same):>9s}", flush=True)
+        print(f"load average at the end: {load_average()}")
+        if failures:
+            print(f"FAIL: before/after counts differ at densities {failures}")
+            raise SystemExit(1)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -433,6 +522,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tol", type=float, default=0.0, help="allowed max abs before/after metric difference")
+    parser.add_argument("--boundary-densities", default=None, metavar="D[,D...]",
+                        help="boundary-only mode: time image_boundary_counts at these edge-pixel densities "
+                             "(e.g. 0.019,0.034,0.07) before vs after, then exit")
+    parser.add_argument("--boundary-variant", default="nyud", choices=tuple(BOUNDARY_VARIANTS),
+                        help="prediction recipe of the boundary-only mode (dense: ~97%% of pixels above t=0.01)")
+    parser.add_argument("--boundary-repeats", type=int, default=5, help="runs per implementation and density")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -445,6 +540,9 @@ def main() -> None:
           f"{torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
           f"load average {load_average()}")
     print(f"size {size[0]}x{size[1]}, batch {args.batch}, seed {args.seed}")
+    if args.boundary_densities:
+        boundary_speed(args, size)
+        return
     after_cls = after_metrics.MultiTaskEvaluator
     print(describe_boundary(args.before))
 

@@ -7,12 +7,18 @@ every method), so machine load hits all methods alike; the median step time is r
 Rows: the tuning methods of --methods, plus "degmix+cache" with --cache (the head-only step on features from the
 in-memory `FeatureCache`, digest checks included), "degmix+infmode" with --inference-mode (backbone under
 torch.inference_mode), "degmix+compile" with --compile-head (head compiled in place; the compile happens in the
-first, untimed call), "degmix+head" with --head-gflops (the head-only step on features computed once, no cache).
+first, untimed call), "degmix+head" with --head-gflops (the head-only step on features computed once, no cache),
+and "degmix+head+compile" with both --head-gflops and --compile-head (that head-only step with the head compiled).
+A compiled head hides its ops from the FLOP counter, so "+compile" rows count their FLOPs on the same model with the
+compiled call switched off for the counting step (the eager head computes the same thing).
 --deform-impl torchvision,grid_sample runs every row once per deformable-conv implementation ("row@impl").
 
 --head-gflops also times a 1024^3 float32 matmul on one thread (sgemm) in every round and reports each row's
 achieved GFLOP/s (counted train FLOPs / median step time) as a fraction of it; --profile-head adds a torch.profiler
-breakdown of one degmix+head step (top ops by time, FLOPs per op).
+breakdown of one degmix+head step (top ops by time, FLOPs per op); --layer-ceiling replays every Linear/Conv2d
+call of one degmix+head step alone against sgemm (the head's GFLOP/s if every op without FLOPs took no time).
+Steps and sgemm are timed in wall and in process CPU seconds: with --threads 1 the CPU time is the computation's
+own time and holds up on a shared machine, where a short sgemm and a long step see different load.
 
 Memory (CPU): the peak resident set size during one step minus the RSS just before it (Linux VmHWM, reset through
 /proc/self/clear_refs before each step; glibc's mmap threshold is pinned to 64 KiB so freed tensors leave the RSS).
@@ -33,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,11 +87,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "FLOPs as a fraction of sgemm (target for the head step: >= 85%%)")
     ap.add_argument("--profile-head", action="store_true",
                     help="profile one degmix+head step per impl (torch.profiler): top ops by time, FLOPs per op")
+    ap.add_argument("--layer-ceiling", action="store_true",
+                    help="(implies --head-gflops) time every Linear/Conv2d call of one degmix+head step alone "
+                         "(forward + backward on its own shapes, 1 thread) against sgemm: the head's "
+                         "GFLOP/s if every other op took no time")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--no-flops", action="store_true", help="skip the FLOP counts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    if args.layer_ceiling:  # the ceiling is measured against the same sgemm
+        args.head_gflops = True
     rows = [m.strip() for m in args.methods.split(",") if m.strip()]
     if args.cache and "degmix+cache" not in rows:
         rows.append("degmix+cache")
@@ -94,6 +107,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         rows.append("degmix+compile")
     if (args.head_gflops or args.profile_head) and "degmix+head" not in rows:
         rows.append("degmix+head")
+    if args.head_gflops and args.compile_head and "degmix+head+compile" not in rows:
+        rows.append("degmix+head+compile")
     args.impls = [i.strip() for i in args.deform_impl.split(",") if i.strip()] if args.deform_impl else [None]
     from degmix_tuning.models.deformable_mixer import DEFORM_IMPLS
 
@@ -116,6 +131,7 @@ class Runner:
     trainable: int
     impl: str | None = None
     times: list = field(default_factory=list)
+    cpu_times: list = field(default_factory=list)  # process CPU seconds per step (robust to a shared machine)
     memory: list = field(default_factory=list)
     flops: int | None = None
 
@@ -160,8 +176,11 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     method, _, variant = base.partition("+")
     if variant and method != "degmix":
         raise ValueError(f"row {row!r}: +cache / +infmode / +compile / +head apply to degmix only")
-    if variant not in ("", "cache", "infmode", "compile", "head"):
-        raise ValueError(f"row {row!r}: unknown variant {variant!r}; use +cache, +infmode, +compile or +head")
+    if variant not in ("", "cache", "infmode", "compile", "head", "head+compile"):
+        raise ValueError(f"row {row!r}: unknown variant {variant!r}; use +cache, +infmode, +compile, +head or "
+                         "+head+compile")
+    compiled = variant.endswith("compile")
+    variant = variant.partition("+")[0]  # head+compile: the head-only step, with the head compiled
     impl = impl or args.impls[0]
     torch.manual_seed(args.seed)
     model = build_benchmark_model(args)
@@ -174,7 +193,7 @@ def make_runner(row: str, args, batch, criterion, device) -> Runner:
     if args.channels_last:
         to_channels_last(model)
         images = channels_last_images(images)
-    if variant == "compile":
+    if compiled:
         compile_head(model)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -227,6 +246,7 @@ class Sgemm:
         self.b = torch.randn(SGEMM_N, SGEMM_N, generator=g).to(device)
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
         for _ in range(2):
             self.run(record=False)
 
@@ -235,16 +255,34 @@ class Sgemm:
         self.torch.set_num_threads(1)
         try:
             self.sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             self.a @ self.b
             self.sync()
             if record:
                 self.times.append(time.perf_counter() - t0)
+                self.cpu_times.append(time.process_time() - c0)
         finally:
             self.torch.set_num_threads(threads)
 
-    def gflops(self) -> float:
-        return 2 * SGEMM_N**3 / statistics.median(self.times) / 1e9
+    def gflops(self, cpu: bool = False) -> float:
+        """Median rate over the recorded runs, from wall time or (cpu=True) from process CPU time."""
+        return 2 * SGEMM_N**3 / statistics.median(self.cpu_times if cpu else self.times) / 1e9
+
+
+@contextmanager
+def eager_head(model):
+    """Run a head compiled in place (`nn.Module.compile`) eagerly inside the block: same parameters, same
+    computation, but every op visible to FlopCounterMode. No-op for an uncompiled head."""
+    head = getattr(model, "head", None)
+    compiled = getattr(head, "_compiled_call_impl", None)
+    if compiled is None:
+        yield
+        return
+    head._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        head._compiled_call_impl = compiled
 
 
 def profile_step(r: Runner, top: int = 18) -> dict:
@@ -281,6 +319,71 @@ def profile_step(r: Runner, top: int = 18) -> dict:
     flop_ms = sum(ev[k].cpu_time_total for k in flops if k in ev) / 1e3
     return {"row": r.name, "step_ms": wall / 1e3, "flops": total_flops, "ops": ops, "flop_ops_ms": flop_ms,
             "flop_ops_gflops_per_s": total_flops / (flop_ms * 1e6) if flop_ms else None}
+
+
+def layer_ceiling(r: Runner, sgemm: Sgemm, reps: int = 3) -> dict:
+    """Every nn.Linear / nn.Conv2d call of one step of `r`, replayed alone: a copy of the layer, a random input of
+    the recorded shape (requires_grad, so the input gradient is computed too), forward + backward, on the step's
+    thread count, timed in process CPU seconds (as is sgemm here); FLOPs from FlopCounterMode on the replay. Each
+    distinct (layer config, input shape) is timed `reps` times (median) in rounds interleaved with sgemm.
+    sum(FLOPs) / sum(time) over all calls is what the head would reach if every op without FLOPs (copies, adds,
+    norms, activations, sampling, attention glue) took no time.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    calls: dict = {}
+
+    def hook(module, inputs, _output):
+        x = inputs[0]
+        key = (repr(module), tuple(x.shape))
+        if key not in calls:
+            calls[key] = {"module": module, "shape": tuple(x.shape), "calls": 0}
+        calls[key]["calls"] += 1
+
+    handles = [m.register_forward_hook(hook) for m in r.model.head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        r.step()
+    finally:
+        for h in handles:
+            h.remove()
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for key, c in calls.items():
+        layer = copy.deepcopy(c["module"]).train()
+        x = torch.randn(c["shape"], generator=g).requires_grad_(True)
+
+        def replay(layer=layer, x=x):
+            out = layer(x)
+            out.backward(torch.ones_like(out))
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+
+        replay()
+        with FlopCounterMode(display=False) as counter:
+            replay()
+        rows.append({"layer": key[0].split("(")[0], "config": key[0], "input": c["shape"], "calls": c["calls"],
+                     "flops": counter.get_total_flops(), "replay": replay, "times": []})
+    for _ in range(reps):  # interleaved with sgemm: one timing of every layer per round
+        for row in rows:
+            c0 = time.process_time()
+            row["replay"]()
+            row["times"].append(time.process_time() - c0)
+        sgemm.run()
+    total_flops = sum(x["flops"] * x["calls"] for x in rows)
+    total_s = sum(statistics.median(x["times"]) * x["calls"] for x in rows)
+    out = []
+    for x in sorted(rows, key=lambda x: -x["flops"] * x["calls"]):
+        med = statistics.median(x.pop("times"))
+        x.pop("replay")
+        out.append({**x, "input": list(x["input"]), "median_s": med, "gflops_per_s": x["flops"] / med / 1e9})
+    gflops = total_flops / total_s / 1e9
+    sgemm_gflops = sgemm.gflops(cpu=True)
+    return {"row": r.name, "layers": out, "flops": total_flops, "seconds": total_s, "gflops_per_s": gflops,
+            "sgemm_gflops": sgemm_gflops, "sgemm_fraction": gflops / sgemm_gflops}
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -329,7 +432,7 @@ def run(args) -> dict:
         if args.no_flops and "+head" not in r.name:  # the +head row's GFLOP/s needs its FLOPs
             continue
         r.step()  # first call outside the counter fills the +cache row's cache / compiles, like a warm-up step
-        if "+compile" not in r.name:  # a compiled head hides its ops from the counter
+        with eager_head(r.model):  # a compiled head hides its ops from the counter: count them eagerly
             r.flops = train_step_flops(r.step, r.model) // args.batch  # deform counted with torchvision's op
     degmix = next((r for r in runners if r.method == "degmix"), None)
     if degmix is not None and not args.no_flops:
@@ -344,28 +447,36 @@ def run(args) -> dict:
         for r in runners:  # interleaved: every round times one step of every method
             before = mem.start()
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             r.step()
             sync()
             r.times.append(time.perf_counter() - t0)
+            r.cpu_times.append(time.process_time() - c0)
             r.memory.append(mem.stop(before))
         if sgemm is not None:
             sgemm.run()
     info["loadavg_end"] = os.getloadavg()
     profiles = [profile_step(r) for r in runners if args.profile_head and "+head" in r.name]
+    ceilings = [layer_ceiling(r, sgemm) for r in runners
+                if args.layer_ceiling and sgemm is not None and r.name.split("@")[0] == "degmix+head"]
 
     rows = []
     for r in runners:
         med = statistics.median(r.times)
         peak = max((m for m in r.memory if m is not None), default=None)
         gflops = None if r.flops is None else r.flops * args.batch / med / 1e9
+        cpu_med = statistics.median(r.cpu_times)
+        gflops_cpu = None if r.flops is None else r.flops * args.batch / cpu_med / 1e9
         rows.append({"row": r.name, "method": r.method, "head": r.head, "deform_impl": r.impl,
                      "trainable": r.trainable,
                      "median_step_s": med, "min_step_s": min(r.times), "max_step_s": max(r.times),
                      "images_per_s": args.batch / med, "peak_step_bytes": peak, "train_flops_per_image": r.flops,
                      "gflops_per_s": gflops,
                      "sgemm_fraction": None if gflops is None or sgemm is None else gflops / sgemm.gflops(),
-                     "times": r.times})
+                     "median_step_cpu_s": cpu_med, "gflops_per_cpu_s": gflops_cpu,
+                     "sgemm_fraction_cpu": None if gflops_cpu is None or sgemm is None
+                     else gflops_cpu / sgemm.gflops(cpu=True),
+                     "times": r.times, "cpu_times": r.cpu_times})
     by = {x["row"]: x for x in rows}
     ratios = []
     for suffix in [""] if len(args.impls) == 1 else [f"@{i}" for i in args.impls]:
@@ -373,13 +484,16 @@ def run(args) -> dict:
             row, ref = row + suffix, ref + suffix
             if row in by and ref in by:
                 ratios.append({"row": row, "ref": ref, "ratio": by[row]["median_step_s"] / by[ref]["median_step_s"]})
-    head_sgemm = [{"row": x["row"], "fraction": x["sgemm_fraction"], "limit": HEAD_SGEMM_TARGET,
-                   "pass": x["sgemm_fraction"] >= HEAD_SGEMM_TARGET}
+    head_sgemm = [{"row": x["row"], "fraction": x["sgemm_fraction"], "fraction_cpu": x["sgemm_fraction_cpu"],
+                   "limit": HEAD_SGEMM_TARGET, "pass": x["sgemm_fraction"] >= HEAD_SGEMM_TARGET}
                   for x in rows if "+head" in x["row"] and x["sgemm_fraction"] is not None]
     return {"args": {k: v for k, v in vars(args).items() if k != "rows"}, "rows_run": args.rows, "machine": info,
             "device": device, "memory_kind": mem.kind, "results": rows, "ratios": ratios,
             "flops_per_part": flop_parts, "sgemm_gflops_1thread": sgemm and sgemm.gflops(),
-            "sgemm_times": sgemm and sgemm.times, "head_sgemm_targets": head_sgemm, "profiles": profiles}
+            "sgemm_times": sgemm and sgemm.times,
+            "sgemm_gflops_1thread_cpu": sgemm and sgemm.gflops(cpu=True), "sgemm_cpu_times": sgemm and sgemm.cpu_times,
+            "head_sgemm_targets": head_sgemm, "profiles": profiles,
+            "layer_ceilings": ceilings}
 
 
 def print_report(res: dict) -> None:
@@ -399,18 +513,21 @@ def print_report(res: dict) -> None:
     sgemm = res["sgemm_gflops_1thread"]
     if sgemm:
         con.print(f"[bold]sgemm[/]: {SGEMM_N}^3 float32 matmul on 1 thread, median of {len(res['sgemm_times'])} "
-                  f"(one per round): {sgemm:.1f} GFLOP/s")
+                  f"(one per round): {sgemm:.1f} GFLOP/s by wall time, {res['sgemm_gflops_1thread_cpu']:.1f} by "
+                  "process CPU time (the CPU-time columns hold up better on a shared machine)")
     t = Table(title="train step, side by side")
     cols = ["row", "head", "trainable", "median s/step", "min..max s", "images/s", "vs full", "vs lora",
             "step memory MB", "mem vs full", "train GFLOPs/img", "FLOPs vs full"]
-    for col in cols + (["GFLOP/s", "of sgemm"] if sgemm else []):
+    for col in cols + (["GFLOP/s", "of sgemm", "cpu s/step", "of sgemm (cpu)"] if sgemm else []):
         t.add_column(col, justify="left" if col in ("row", "head") else "right", no_wrap=col == "row")
     for r in res["results"]:
         peak = r["peak_step_bytes"]
         suffix = "@" + r["row"].split("@")[1] if "@" in r["row"] else ""
         full, lora = by.get("full" + suffix), by.get("lora" + suffix)  # the references run with the same impl
         extra = [] if not sgemm else ["—" if r["gflops_per_s"] is None else f"{r['gflops_per_s']:.1f}",
-                                      "—" if r["sgemm_fraction"] is None else f"{r['sgemm_fraction']:.0%}"]
+                                      "—" if r["sgemm_fraction"] is None else f"{r['sgemm_fraction']:.0%}",
+                                      f"{r['median_step_cpu_s']:.3f}",
+                                      "—" if r["sgemm_fraction_cpu"] is None else f"{r['sgemm_fraction_cpu']:.0%}"]
         t.add_row(
             r["row"], r["head"], f"{r['trainable']:,}", f"{r['median_step_s']:.3f}",
             f"{r['min_step_s']:.2f}..{r['max_step_s']:.2f}", f"{r['images_per_s']:.2f}",
@@ -457,7 +574,7 @@ def print_report(res: dict) -> None:
     for tg in res["head_sgemm_targets"]:
         tag = "[green]PASS[/]" if tg["pass"] else "[red]FAIL[/]"
         con.print(f"{tag} {tg['row']} reaches {tg['fraction']:.0%} of 1-thread sgemm GFLOP/s "
-                  f"(target >= {tg['limit']:.0%})")
+                  f"({tg['fraction_cpu']:.0%} by CPU time; target >= {tg['limit']:.0%})")
     for p in res["profiles"]:
         pt = Table(title=f"profile of one {p['row']} step: {p['step_ms']:.0f} ms of op self time, "
                          f"{p['flops'] / 1e9:.1f} GFLOPs counted (top ops by self time, then every op with FLOPs)")
@@ -477,6 +594,25 @@ def print_report(res: dict) -> None:
         if p["row"].endswith("@torchvision") or res["args"]["deform_impl"] == "torchvision":
             con.print("torchvision's deform op is invisible to the FLOP counter, but its internal aten::mm calls are "
                       "profiled: aten::mm time includes them, its FLOPs do not")
+    for c in res.get("layer_ceilings", []):
+        by_row = {x["row"]: x for x in res["results"]}
+        step = by_row.get(c["row"])
+        lt = Table(title=f"{c['row']}: every Linear/Conv2d call replayed alone (forward + backward incl. input "
+                         f"gradient; CPU time), sgemm {c['sgemm_gflops']:.1f} GFLOP/s (CPU time) in the same rounds")
+        for col in ("layer", "input", "calls", "GFLOPs (all calls)", "ms per call", "GFLOP/s", "of sgemm"):
+            lt.add_column(col, justify="left" if col in ("layer", "input") else "right")
+        for x in c["layers"]:
+            lt.add_row(x["config"][:70], "x".join(map(str, x["input"])), str(x["calls"]),
+                       f"{x['flops'] * x['calls'] / 1e9:.2f}", f"{x['median_s'] * 1e3:.1f}",
+                       f"{x['gflops_per_s']:.1f}", f"{x['gflops_per_s'] / c['sgemm_gflops']:.0%}")
+        con.print(lt)
+        line = (f"all Linear/Conv2d layers of the head, each alone: {c['flops'] / 1e9:.1f} GFLOPs in "
+                f"{c['seconds']:.2f} s = {c['gflops_per_s']:.1f} GFLOP/s = "
+                f"[bold]{c['sgemm_fraction']:.0%} of sgemm[/] (the ceiling if every other op took no time)")
+        if step and step["train_flops_per_image"]:
+            line += (f"; the step counts {step['train_flops_per_image'] * a['batch'] / 1e9:.1f} GFLOPs and takes "
+                     f"{step['median_step_cpu_s']:.2f} s CPU")
+        con.print(line)
 
 
 def main(argv=None) -> int:
