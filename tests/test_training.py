@@ -205,8 +205,11 @@ def test_checkpoints_hold_the_adapter_not_the_frozen_backbone(tmp_path, syntheti
     assert size < 2 * adapter + 40_000, (size, adapter)
     tensors, meta = read_adapter(ckpt)
     assert meta["step"] == 4 and not any(k.startswith("backbone.") for k in tensors)
-    with pytest.raises(ValueError, match="trained on another frozen backbone.*train.seed"):  # another seed's rebuild
-        train(cfg.override(["train.seed=1", "train.max_steps=6"]), resume_from=str(ckpt), show_progress=False)
+    other = tiny_config(tmp_path / "other_seed", max_steps=2, checkpoint_every=2, eval_at_start="false", seed=1)
+    train(other, show_progress=False)  # its frozen random-init backbone differs from this run's
+    foreign = tmp_path / "other_seed" / "checkpoints" / "step_2"
+    with pytest.raises(ValueError, match="trained on another frozen backbone.*train.seed"):
+        train(cfg.override(["train.max_steps=6"]), resume_from=str(foreign), show_progress=False)
     result = train(cfg.override(["train.max_steps=6"]), resume_from="latest", show_progress=False)
     assert result.step == 6
 

@@ -129,6 +129,9 @@ def tiny_swin(**kwargs) -> FeatureBackbone:
     return SwinBackbone("swin_tiny_patch4_window7_224", **arch)
 
 
+from . import swin_synthetic as _swin_synthetic  # noqa: E402,F401 - registers "swin_synthetic" (packaged weights)
+
+
 __all__ = [
     "BACKBONES", "ENTRY_POINT_GROUP", "FeatureBackbone", "FeatureInfo", "LayerNorm2d", "SwinBackbone", "TimmBackbone",
     "create_backbone", "freeze_module", "import_plugins", "is_frozen", "list_backbones", "load_backbone_state",
