@@ -7,7 +7,7 @@ import json
 import pytest
 
 from degmix_tuning.training.config import ExperimentConfig, TrainConfig
-from degmix_tuning.training.recipe import build_parser, config_from_args
+from degmix_tuning.training.recipe import SYNTHETIC_DEMO, build_parser, config_from_args
 
 
 def test_json_round_trip_keeps_every_field(tmp_path):
@@ -53,12 +53,12 @@ def test_dataset_mismatch_is_refused():
 def test_recipe_flag_precedence(tmp_path):
     saved = ExperimentConfig().override(["train.lr=0.3", "train.seed=7"]).save(tmp_path / "run.json")
     args = build_parser("nyud").parse_args(
-        ["--config", str(saved), "--synthetic", "--lr", "0.01", "--set", "train.seed=9", "--tasks", "depth"]
+        ["--config", str(saved), "--synthetic", "--lr", "0.02", "--set", "train.seed=9", "--tasks", "depth"]
     )
     cfg = config_from_args(args, "nyud")
-    assert cfg.train.lr == 0.01  # explicit flag beats the synthetic demo value and the file
+    assert SYNTHETIC_DEMO["train.lr"] != 0.02 and cfg.train.lr == 0.02  # explicit flag beats the demo and the file
     assert cfg.train.seed == 9  # --set beats the file
-    assert cfg.train.max_steps == 80 and cfg.data.synthetic  # demo settings beat the file
+    assert cfg.train.max_steps == SYNTHETIC_DEMO["train.max_steps"] and cfg.data.synthetic  # demo beats the file
     assert cfg.model.tasks == ("depth",)
 
 
