@@ -128,6 +128,14 @@ def test_synthetic_demo_uses_swin_synthetic_unless_a_backbone_is_named():
     assert model("--data-root", "/data/NYUDv2")[:2] == ("swin_t", False)  # real data: the preset's Swin-T
 
 
+def test_pascal_demo_is_shorter_than_nyud_s():
+    from degmix_tuning.training.recipe import SYNTHETIC_DEMO, build_parser, config_from_args
+
+    steps = {d: config_from_args(build_parser(d).parse_args(["--synthetic"]), d).train.max_steps
+             for d in ("nyud", "pascal")}
+    assert steps["nyud"] == SYNTHETIC_DEMO["train.max_steps"] and steps["pascal"] < steps["nyud"]  # 4 tasks, not 2
+
+
 def test_models_command_lists_it(capsys):
     from degmix_tuning.cli import main
 

@@ -26,6 +26,10 @@ SYNTHETIC_DEMO = {
     "train.eval_at_start": True,
     "train.output_dir": "runs/synthetic_{dataset}",
 }
+# PASCAL's demo trains 4 tasks, twice NYUD's per-step cost: half the steps keep it near 5 minutes on 2 CPU cores.
+SYNTHETIC_DEMO_PER_DATASET = {
+    "pascal": {"train.max_steps": 150, "train.eval_every": 50, "train.checkpoint_every": 50},
+}
 # The demo's backbone when the command names none: the small Swin pretrained on the synthetic PASCAL-like scenes
 # (weights ship with the package, see backbones/swin_synthetic.py), so the frozen features mean something on CPU.
 # For NYUD it is a real transfer (other scenes, classes and tasks); for PASCAL the backbone saw the same scene
@@ -65,7 +69,8 @@ def add_config_flags(p: argparse.ArgumentParser, dataset: str | None, skip: tupl
     """The flags that build an `ExperimentConfig` (read by `config_from_args`), shared by the recipes and
     `degmix-tuning compare`; `skip` leaves out the `_FLAGS` a caller sets itself (compare: tuning, output_dir)."""
     which = dataset or "<dataset>"
-    demo = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in SYNTHETIC_DEMO.items() if k != "train.output_dir")
+    values = {**SYNTHETIC_DEMO, **SYNTHETIC_DEMO_PER_DATASET.get(dataset or "", {})}
+    demo = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in values.items() if k != "train.output_dir")
     p.add_argument("--synthetic", action="store_true",
                    help=f"train on the built-in synthetic scenes (no download); demo defaults: {demo}; backbone "
                    "swin_synthetic with its packaged pretrained weights unless a backbone, weights or preset is named")
@@ -126,7 +131,8 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
         cfg = ExperimentConfig(model=get_preset(preset), data=DataConfig(dataset=dataset), train=TrainConfig())
     overrides: list[str] = []
     if args.synthetic:
-        overrides += [f"{k}={v}".replace("{dataset}", dataset) for k, v in SYNTHETIC_DEMO.items()]
+        demo = {**SYNTHETIC_DEMO, **SYNTHETIC_DEMO_PER_DATASET.get(dataset, {})}
+        overrides += [f"{k}={v}".replace("{dataset}", dataset) for k, v in demo.items()]
         overrides.append("data.synthetic=true")
         if uses_demo_backbone(args):
             overrides += [f"{k}={v}" for k, v in SYNTHETIC_DEMO_BACKBONE.items()]
