@@ -117,6 +117,21 @@ class ConfigBase:
         kwargs = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in data.items()}
         return cls(**kwargs)
 
+    @classmethod
+    def flat_fields(cls, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """A saved config (`to_dict`, or its JSON) as {"train.lr": value, ...}: nested config sections are flattened,
+        free-form mapping fields (e.g. tuning_kwargs) stay whole values; keys this class does not know are kept as
+        they are. Comparing two configs field by field then names exactly the fields that differ."""
+        hints = typing.get_type_hints(cls)
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            hint = hints.get(key)
+            if isinstance(value, dict) and isinstance(hint, type) and issubclass(hint, ConfigBase):
+                flat.update(hint.flat_fields(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 

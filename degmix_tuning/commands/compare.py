@@ -59,19 +59,9 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and k != "tuning_kwargs":
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 def shared_config(cfg) -> dict:
     """What every run of the comparison shares (JSON-normalised): the config minus method, folder, workers, logging."""
-    flat = _flatten(json.loads(json.dumps(cfg.to_dict())))
+    flat = type(cfg).flat_fields(json.loads(json.dumps(cfg.to_dict())))
     return {k: v for k, v in flat.items() if k not in NOT_SHARED}
 
 
@@ -137,8 +127,8 @@ def _check_same_run(run: PlannedRun) -> None:
     from ..config import read_json
 
     have = read_json(run.run_dir / "config.json", "run config")
-    want = _flatten(json.loads(json.dumps(run.cfg.to_dict())))
-    have = _flatten(have)
+    want = type(run.cfg).flat_fields(json.loads(json.dumps(run.cfg.to_dict())))
+    have = type(run.cfg).flat_fields(have)
     diff = _differences({k: have.get(k) for k in want if k not in NOT_SHARED or k == "tuning"},
                         {k: v for k, v in want.items() if k not in NOT_SHARED or k == "tuning"})
     if diff:

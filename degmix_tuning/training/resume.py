@@ -14,6 +14,8 @@ import json
 import time
 from pathlib import Path
 
+from .config import ExperimentConfig
+
 # Fields a resume may change: they shape what happens next, not what the checkpointed state means.
 SAFE_ON_RESUME = frozenset({
     "train.max_steps", "train.lr", "train.momentum", "train.weight_decay", "train.poly_power", "train.clip_grad_norm",
@@ -24,16 +26,6 @@ SAFE_ON_RESUME = frozenset({
 })
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k not in ("tuning_kwargs", "loss_weights", "backbone_kwargs"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
     """{field: [old, new]} of the safe fields that differ from the run's config.json; ValueError naming every other
     differing field. A run folder without config.json (older than this check) compares nothing."""
@@ -41,11 +33,11 @@ def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
     if not path.is_file():
         return {}
     try:
-        before = _flat(json.loads(path.read_text()))
+        before = ExperimentConfig.flat_fields(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path} cannot be read ({exc}); it records what the run trained, so resuming cannot be "
                          "checked: restore it from the checkpoint's adapter file or start a new run") from exc
-    now = _flat(json.loads(json.dumps(config)))  # tuples -> lists, as in the file
+    now = ExperimentConfig.flat_fields(json.loads(json.dumps(config)))  # tuples -> lists, as in the file
     differing = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
     refused = {k: v for k, v in differing.items() if k not in SAFE_ON_RESUME}
     if refused:
