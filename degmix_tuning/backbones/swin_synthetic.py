@@ -66,7 +66,7 @@ def _as_tuple(value):
 
 @register_backbone(NAME)
 def swin_synthetic(*, pretrained: bool = False, checkpoint_path: str | None = None, **kwargs) -> FeatureBackbone:
-    """Small Swin pretrained on synthetic PASCAL-like scenes (`pretrained=True`), or its random init (see module doc)."""
+    """Small Swin pretrained on synthetic PASCAL-like scenes (`pretrained=True`) or its random init (module doc)."""
     clash = {k: v for k, v in kwargs.items() if k in ARCHITECTURE and _as_tuple(v) != ARCHITECTURE[k]}
     if clash:
         raise ValueError(f"{NAME} has a fixed architecture {ARCHITECTURE}; got {clash}. Use tiny_swin for other sizes")
