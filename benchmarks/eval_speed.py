@@ -32,8 +32,10 @@ meter needs 1-5 s/image depending on the edge maps, ~1.4 s on these, so a full 6
 15-60 minutes) and its time is EXTRAPOLATED to --images, clearly labelled as such (--before-images equal to
 --images measures it instead). "After" runs the current evaluator on the same subset (for the metric comparison
 and a like-for-like rate) and then, measured, on all --images images. Timed: every `evaluator.update` plus the
-final `compute()`, with a per-task breakdown of the update time; input generation (~0.3 s/image) is not timed,
-the wall time including it is printed too. --eval-workers N is passed as `workers=N` if the current
+final `compute()`, with a per-task breakdown of the update time. With worker processes each timed update also
+waits for the batch's images to be counted (`evaluator.state()`), so the pool's work cannot overlap the untimed
+input generation (~0.3 s/image) and drop out of the measurement; the wall time including generation is printed
+too. --eval-workers N is passed as `workers=N` if the current
 `MultiTaskEvaluator` accepts it (else as the boundary meter's `workers` if that exists, else ignored). The
 before/after metrics (per-meter rows and the end-to-end subset) must agree to --tol (max abs difference, default
 0: bit-identical); the script exits with status 1 otherwise.
@@ -482,10 +484,12 @@ def run_eval(evaluator, start: int, stop: int, args, size, tasks, also=None, pro
     for outputs, labels in batches(nyud_sample, tasks, start, stop, args.batch, size, args.seed):
         t0 = time.perf_counter()
         evaluator.update(outputs, labels)
+        evaluator.state()  # waits for worker processes: their work must not hide behind the untimed generation
         seconds += time.perf_counter() - t0
         for entry in also or []:
             t0 = time.perf_counter()
             entry[0].update(outputs, labels)
+            entry[0].state()
             entry[1] += time.perf_counter() - t0
         done += next(iter(labels.values())).shape[0]
         if progress and time.time() - last_print > 30:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+from scipy.sparse import csr_matrix
 from scipy.sparse import random as sparse_random
 from scipy.sparse.csgraph import maximum_bipartite_matching
 
@@ -204,6 +205,36 @@ def test_dynamic_matching_stays_maximum_and_certified_while_right_vertices_come_
         single.update([0], [])  # already off
     with pytest.raises(ValueError, match="increasing right ids"):
         DynamicMatching([0, 2], [3, 1], 4)
+    pair = DynamicMatching([0, 2, 3], [0, 1, 1], 2)
+    assert pair.update([], [1]) == 1
+    for removed, added in (([], [0, 0]), ([1], [1]), ([], [2]), ([1], [0, 1])):  # repeated, both, out of range, on
+        with pytest.raises(ValueError, match="distinct"):
+            pair.update(removed, added)
+        assert pair.size == 1 and pair.certificate_errors() == []  # a rejected update changes nothing
+    assert pair.update([], [0]) == 2
+
+
+def test_dynamic_matching_on_geometric_graphs_with_long_augmenting_paths():
+    """Pixel graphs like the metric's (GT curves x nearby predicted pixels, radius 2.5): chains of overlapping disks
+    make augmenting paths and closed trees many vertices long, unlike the random graphs above."""
+    rng = np.random.default_rng(1)
+    for _ in range(8):
+        region = ndi.gaussian_filter(rng.random((48, 64)), 4) > 0.5
+        gt = (region != np.roll(region, 1, 0)) | (region != np.roll(region, 1, 1))
+        near = ndi.binary_dilation(gt, iterations=2)
+        candidates = np.argwhere(near)
+        graph = BoundaryGraph(gt, 2.5, candidates)
+        adjacency = csr_matrix((np.ones(len(graph.gt_indices)), graph.gt_indices, graph.gt_indptr),
+                               shape=(graph.num_gt, len(candidates)))
+        matcher = graph.matcher()
+        live = np.zeros(len(candidates), dtype=bool)
+        for _ in range(12):
+            flip = rng.random(len(candidates)) < rng.choice([0.05, 0.3, 0.8])
+            size = matcher.update(np.flatnonzero(flip & live), np.flatnonzero(flip & ~live))
+            live ^= flip
+            sub = adjacency[:, np.flatnonzero(live)].tocsr()
+            assert size == int((maximum_bipartite_matching(sub, perm_type="column") >= 0).sum())
+            assert matcher.certificate_errors() == []
 
 
 def test_matching_fast_on_contour_graph_that_stalls_scipy():

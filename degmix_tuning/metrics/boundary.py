@@ -1,4 +1,4 @@
-"""Boundary detection: ODS / OIS F-measure, an APPROXIMATION of SEISM (Pont-Tuset) written in numpy/scipy.
+"""Boundary detection: ODS / OIS F-measure, an APPROXIMATION of SEISM (Pont-Tuset) in numpy/scipy/numba.
 
 What it does, per image and per threshold t (default 99 thresholds 0.01..0.99 = MTI-Net's no-NMS protocol;
 `thresholds="hed"` gives SEISM's 101 HED thresholds 0.001, 0.01..0.99, 0.999):
@@ -16,10 +16,11 @@ between thresholds). OIS picks each image's best threshold and pools the counts 
 The per-threshold counts are exactly those of thinning and matching every threshold from scratch (the tests
 compare against a frozen copy of that implementation), but the work is shared across thresholds
 (`image_boundary_counts`): all distinct masks are thinned together, 64 pixels per machine word, and one maximum
-matching is carried from the highest threshold down and repaired where the thinned map changed. Cost with 99
-thresholds, one core, 425x560: ~0.2-0.6 s per image on synthetic NYUD-like data (1.9-7 % boundary pixels; 5-7x
-less than the per-threshold implementation), up to ~1 s when nearly every pixel passes the low thresholds and
-the GT is dense; `workers` spreads images over processes.
+matching is carried from the highest threshold down and repaired where the thinned map changed (a compiled
+loop, `matching.py`). Cost with 99 thresholds, one core, 425x560: ~0.09-0.24 s per image on synthetic NYUD-like
+data (1.9-7 % boundary pixels; `benchmarks/eval_speed.py --boundary-densities`), up to ~1 s when nearly every pixel
+passes the low thresholds and 10-20 % of the pixels are GT boundary (thinning then dominates); `workers` spreads
+images over processes.
 
 Known differences from SEISM: no edge NMS (the InvPT/ATRC tool runs Piotr's NMS first), no quantisation of the
 prediction to an 8-bit PNG, a deterministic matcher (correspondPixels is randomised, ~0.001 noise), distances
@@ -179,8 +180,8 @@ def image_boundary_counts(prob: np.ndarray, gt: np.ndarray, valid: np.ndarray, t
         return counts
     near = _near_words(packed, gt_map, max_dist * diagonal).ravel()
     # Walk the thinned maps from the highest threshold (smallest map) down: pixels near the GT that leave or
-    # enter, as bit keys (row * 64 * row_words + column). Pixels get vertex ids in order of first appearance,
-    # which keeps the matcher's not-yet-seen vertices out of its searches (see DynamicMatching).
+    # enter, as bit keys (row * 64 * row_words + column). Only pixels that appear at some threshold get a matcher
+    # vertex (ids in order of first appearance).
     pred_id = np.full(len(near) * 64, -1, dtype=np.int64)
     steps, seen, previous = [], 0, np.zeros_like(near)
     for i in range(len(cuts) - 1, -1, -1):
