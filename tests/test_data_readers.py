@@ -14,7 +14,7 @@ from degmix_tuning.data.formats import (
     write_rgb,
 )
 from degmix_tuning.data.nyud import NYUDReader, detect_nyud_flavour
-from degmix_tuning.data.pascal import PASCAL_NORMALS_CONTEXT_IDS, PascalReader, label_map_edges, thin
+from degmix_tuning.data.pascal import PASCAL_NORMALS_CONTEXT_IDS, PascalReader, label_map_edges
 from degmix_tuning.data.synthetic_writer import write_synthetic_dataset
 
 
@@ -267,16 +267,6 @@ def test_edges_from_label_map_match_opencv_skimage_reference():
     expect[1:, 3] = 1
     np.testing.assert_array_equal(label_map_edges(lm), expect)
     assert label_map_edges(np.full((5, 5), 9)).sum() == 0  # a single label has no boundary
-
-
-def test_thin_reduces_a_filled_rectangle_to_its_centre_line():
-    # reference from skimage.morphology.thin (which also matched this implementation on 300 random masks)
-    mask = np.zeros((7, 11), bool)
-    mask[2:5, 1:10] = True
-    expect = np.zeros((7, 11), bool)
-    expect[3, 2:9] = True
-    np.testing.assert_array_equal(thin(mask), expect)
-    np.testing.assert_array_equal(thin(expect), expect)  # idempotent
 
 
 # ----------------------------------------------------------------------------------------------- error cases

@@ -60,55 +60,13 @@ PASCAL_GET_IT = ("Get the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALC
 
 
 # ------------------------------------------------------------------------------------------- edges from LabelMap
-def _guo_hall_tables() -> tuple[np.ndarray, np.ndarray]:
-    """Deletion look-up tables of the two Guo-Hall thinning sub-iterations, indexed by the 8-neighbour code.
-
-    Neighbour x_i has bit i-1: x1 E, x2 NE, x3 N, x4 NW, x5 W, x6 SW, x7 S, x8 SE (rows grow downwards).
-    A pixel is deleted when it has exactly one 8-connected background-to-foreground crossing, 2 <= min(N1, N2) <= 3
-    and (sub-iteration 1) (x2 | x3 | ~x8) & x1 == 0, or (sub-iteration 2) (x6 | x7 | ~x4) & x5 == 0.
-    """
-    first = np.zeros(256, dtype=bool)
-    second = np.zeros(256, dtype=bool)
-    for code in range(256):
-        x = [0] + [(code >> (i - 1)) & 1 for i in range(1, 9)] + [code & 1]  # x[9] wraps to x1
-        crossings = sum(1 for i in range(1, 5) if not x[2 * i - 1] and (x[2 * i] or x[2 * i + 1]))
-        n1 = sum(1 for k in range(1, 5) if x[2 * k - 1] or x[2 * k])
-        n2 = sum(1 for k in range(1, 5) if x[2 * k] or x[2 * k + 1])
-        base = crossings == 1 and 2 <= min(n1, n2) <= 3
-        first[code] = base and not ((x[2] or x[3] or not x[8]) and x[1])
-        second[code] = base and not ((x[6] or x[7] or not x[4]) and x[5])
-    return first, second
-
-
-_THIN_TABLES = _guo_hall_tables()
-_NEIGHBOUR_OFFSETS = ((0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1), (1, 0), (1, 1))  # x1..x8 as (dr, dc)
-
-
-def thin(mask: np.ndarray) -> np.ndarray:
-    """Thin a binary mask to 1-pixel-wide lines (Guo-Hall parallel thinning, the algorithm `skimage.morphology.thin`
-    uses), iterated until nothing changes."""
-    img = np.asarray(mask, dtype=bool).copy()
-    h, w = img.shape
-    while True:
-        changed = False
-        for table in _THIN_TABLES:
-            padded = np.pad(img, 1).astype(np.uint8)
-            code = np.zeros((h, w), dtype=np.uint8)
-            for bit, (dr, dc) in enumerate(_NEIGHBOUR_OFFSETS):
-                code |= padded[1 + dr:1 + dr + h, 1 + dc:1 + dc + w] << bit
-            delete = img & table[code]
-            if delete.any():
-                img[delete] = False
-                changed = True
-        if not changed:
-            return img
-
-
 def label_map_edges(label_map: np.ndarray) -> np.ndarray:
     """Boundaries between any two different Context labels: thin(|Laplacian(LabelMap)| > 0), float32 {0, 1}.
 
     The Laplacian is the 4-neighbour 3x3 kernel with mirrored borders (OpenCV's `Laplacian` default)."""
     from scipy.ndimage import laplace
+
+    from ..metrics.thinning import thin  # the one Guo-Hall thinning (bwmorph 'thin'), shared with the edge metric
 
     lap = laplace(np.asarray(label_map, dtype=np.float64), mode="mirror")
     return thin(np.abs(lap) > 0).astype(np.float32)
