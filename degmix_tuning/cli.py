@@ -55,26 +55,35 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     parser.epilog = ("--import MODULE (any position, repeatable) imports a module that registers backbones first; "
-                     "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error, 3 diverged.")
+                     "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error (2 in `train`), 3 diverged, "
+                     "130 interrupted.")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
+    def run() -> int:
         if modules:
             from .backbones import import_plugins
 
             import_plugins(modules)
         return int(args.func(args) or 0)
+
+    return run_mapping_errors(run, f"degmix-tuning {args.command}", getattr(args, "error_context", "command"), debug)
+
+
+def run_mapping_errors(run, label: str, context: str, debug: bool) -> int:
+    """Run `run()` for an entry point: a user error becomes one line on stderr and its exit code from the one table
+    in errors.py ("command" or "recipe" context); bugs, and every error under `debug`, keep their traceback."""
+    try:
+        return run()
     except BaseException as exc:  # noqa: BLE001 - mapped by the one table in errors.py; bugs are re-raised
         from .errors import exit_code, user_message
 
-        code = exit_code(exc, "command")
+        code = exit_code(exc, context)
         if code is None or debug:
             raise
-        print(f"degmix-tuning {args.command}: error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
+        print(f"{label}: error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
         return code
-
 
 if __name__ == "__main__":
     sys.exit(main())

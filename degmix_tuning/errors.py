@@ -4,8 +4,9 @@ Errors a user can cause (a missing or corrupt file, an unknown name, a bad value
 a full disk, a diverged run) become one line naming the cause and the fix, and a documented exit code; anything
 else is a bug and keeps its traceback. `--debug` shows the traceback of user errors too.
 
-Exit codes: 0 success; 1 a `degmix-tuning` command failed on user input; 2 a training recipe failed on user input
-(config, data, run folder, disk); 3 training diverged (non-finite loss); 130 interrupted (Ctrl-C).
+Exit codes: 0 success; 1 a `degmix-tuning` command failed on user input; 2 a training recipe (`recipes/tune_*.py`,
+`degmix-tuning train`) failed on user input (config, data, run folder, disk); 3 training diverged (non-finite
+loss); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

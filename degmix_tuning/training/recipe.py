@@ -98,13 +98,18 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
         description=f"DeGMix-Tuning on {dataset.upper()} (tasks: {', '.join(info.tasks)}; by default "
         f"{', '.join(info.default_tasks)}). Start with `accelerate launch` (CPU, one GPU or many) or plain `python`.",
     )
-    add_config_flags(p, dataset)
-    p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    add_run_flags(p, dataset)
     p.add_argument("--debug", action="store_true", help="show the full traceback of errors (normally one line)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module (name or .py file) that registers backbones/tasks/tuning methods; repeatable")
     return p
+
+
+def add_run_flags(p: argparse.ArgumentParser, dataset: str | None) -> None:
+    """Everything a training run takes: the config flags plus --resume / --no-progress (recipes and `train`)."""
+    add_config_flags(p, dataset)
+    p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def _set_keys(args: argparse.Namespace) -> set[str]:
@@ -176,27 +181,19 @@ def require_data(cfg: ExperimentConfig, dataset: str) -> None:
 
 
 def main(dataset: str, argv: list[str] | None = None) -> int:
-    """The recipe entry point: user errors are one line and an exit code (`errors.py`); `--debug` keeps tracebacks."""
-    from ..cli import show_info_lines
+    """The recipe entry point (`recipes/tune_<dataset>.py`; `degmix-tuning train <dataset>` is the same run): user
+    errors are one line and exit code 2 (`errors.py`); `--debug` keeps tracebacks."""
+    from ..cli import run_mapping_errors, show_info_lines
 
     show_info_lines()
     args = build_parser(dataset).parse_args(argv)
-    try:
-        return _run(args, dataset)
-    except BaseException as exc:  # noqa: BLE001 - mapped by the one table in errors.py; bugs are re-raised
-        from ..errors import exit_code, user_message
-
-        code = exit_code(exc, "recipe")
-        if code is None or args.debug:
-            raise
-        print(f"error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
-        return code
+    return run_mapping_errors(lambda: _run(args, dataset), f"tune_{dataset}", "recipe", args.debug)
 
 
 def _run(args: argparse.Namespace, dataset: str) -> int:
     from ..backbones import import_plugins
 
-    import_plugins(args.imports)
+    import_plugins(getattr(args, "imports", []))  # `degmix-tuning train` imports them in cli.main
     cfg = config_from_args(args, dataset)
     require_data(cfg, dataset)
     from .engine import train
