@@ -91,6 +91,15 @@ def test_models_table_is_not_cut_at_80_columns(monkeypatch, capsys):
     assert "degmix_tuning_swin_b_pascal" in out and "semseg,human_parts,sal,normals" in out
 
 
+def test_models_methods_lists_every_registered_tuning_method(capsys):
+    from degmix_tuning.cli import main
+    from degmix_tuning.tuning import list_tuning_methods
+
+    assert main(["models", "methods"]) == 0
+    listed = capsys.readouterr().out.split(":", 1)[1].replace("\n", " ").split(",")
+    assert [m.strip() for m in listed] == list_tuning_methods() and len(listed) >= 12
+
+
 def test_synthetic_runs_of_other_backbones_get_their_own_folder():
     from degmix_tuning.training.recipe import build_parser, config_from_args
 

@@ -416,3 +416,26 @@ def test_resolve_root_generates_synthetic_once_into_the_cache(tmp_path, monkeypa
     assert synthetic_cache_dir(other) != root
     with pytest.raises(FileNotFoundError, match="data.synthetic=true"):
         resolve_root(DataConfig(dataset="pascal", root=str(tmp_path / "missing")))
+
+
+def test_one_reader_factory_reads_each_dataset_through_its_registered_reader(tmp_path):
+    import json
+
+    from degmix_tuning.data import DataConfig, get_dataset_info, open_reader
+    from degmix_tuning.data.readers import reader_class
+
+    nyud = write_synthetic_dataset(tmp_path / "nyud", n=3, flavour="nyud", size=(24, 32), val_fraction=0.34)
+    pascal = write_synthetic_dataset(tmp_path / "pascal", n=3, flavour="pascal", size=(24, 32), val_fraction=0.34)
+    reader = open_reader(DataConfig(dataset="nyud", format="C"), "train", ("depth",), root=nyud)
+    assert type(reader) is NYUDReader and reader.flavour == "C" and reader.tasks == ("depth",) and len(reader) == 2
+    assert reader.read(1)["depth"].shape == (24, 32)
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps([0, 5]))
+    reader = open_reader(DataConfig(dataset="pascal", normals_context_ids_file=str(ids)), "val", root=pascal)
+    assert type(reader) is PascalReader and reader.tasks == get_dataset_info("pascal").tasks  # tasks=None: all
+    assert reader.normals_context_ids.tolist() == [0, 5]  # the config's option reached the reader
+    with pytest.raises(KeyError, match="nyud"):
+        reader_class("nyudv2")  # unknown names get close matches
+    for name in ("nyud", "pascal"):  # one "how to get it" text per dataset, naming the check and the stand-in
+        text = get_dataset_info(name).how_to_get()
+        assert f"data validate --dataset {name}" in text and "--synthetic" in text

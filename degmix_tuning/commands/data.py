@@ -50,14 +50,13 @@ def _synth(args: argparse.Namespace) -> int:
 def _to_arrow(args: argparse.Namespace) -> int:
     from ..data.arrow import convert_to_arrow
 
+    from ..data.config import DataConfig
+    from ..data.readers import open_reader
+
+    source = DataConfig(dataset=args.dataset, format=args.format)
+
     def make_reader(split):
-        if args.dataset == "nyud":
-            from ..data.nyud import NYUDReader
-
-            return NYUDReader(args.root, split, format=args.format)
-        from ..data.pascal import PascalReader
-
-        return PascalReader(args.root, split)
+        return open_reader(source, split, root=args.root)
 
     t0 = time.perf_counter()
     try:

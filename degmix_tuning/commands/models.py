@@ -1,4 +1,4 @@
-"""`degmix-tuning models`: list model presets, registered backbones and tasks, with parameter counts."""
+"""`degmix-tuning models`: list model presets (with parameter counts), registered backbones, tasks and tuning methods."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def _run(args: argparse.Namespace) -> int:
     console = Console()
     if args.what == "backbones":
         console.print("registered backbones (any timm model name works too):", ", ".join(list_backbones()))
+        return 0
+    if args.what == "methods":
+        from ..tuning import list_tuning_methods
+
+        console.print("tuning methods (--tuning):", ", ".join(list_tuning_methods()))
         return 0
     if args.what == "tasks":
         for name, spec in TASKS.items():
@@ -44,8 +49,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("models", help="list presets, backbones or tasks")
-    p.add_argument("what", nargs="?", default="presets", choices=["presets", "backbones", "tasks"])
+    p = sub.add_parser("models", help="list presets, backbones, tasks or tuning methods")
+    p.add_argument("what", nargs="?", default="presets", choices=["presets", "backbones", "tasks", "methods"])
     p.add_argument("--preset", default=None, help="only this preset")
     p.add_argument("--count", action="store_true", help="build each preset (random init) and count parameters")
     p.set_defaults(func=_run)

@@ -27,5 +27,5 @@ def register(sub) -> None:
         "several processes. The per-dataset help with the demo defaults: `python recipes/tune_nyud.py --help`.",
     )
     p.add_argument("dataset", choices=DATASETS, help="which dataset's tasks, labels and metrics")
-    add_run_flags(p, None)
+    add_run_flags(p, None, list_methods=False)  # `degmix-tuning --help` stays instant (no torch)
     p.set_defaults(func=_train, error_context="recipe")

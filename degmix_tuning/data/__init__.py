@@ -3,8 +3,8 @@ a cached synthetic stand-in written in the real layouts, and an optional Arrow c
 
 `build_dataset(cfg, split, tasks, train)` returns a torch Dataset whose samples are
 `{"image": float32 [3,H,W] normalised, <task>: label (tasks.py convention), "meta": {"id": str, "size": (H, W)}}`.
-A reader (NYUDReader, PascalReader, ArrowSplitReader) has `.dataset`, `.tasks`, `.ids`, `len()` and `read(i) ->`
-raw numpy sample; the transforms turn that into tensors.
+A reader (NYUDReader, PascalReader, ArrowSplitReader; opened by `readers.open_reader`) has `.dataset`, `.tasks`,
+`.ids`, `len()` and `read(i) ->` raw numpy sample; the transforms turn that into tensors.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import read_json
 from .config import DataConfig
 from .info import DatasetInfo, get_dataset_info
+from .readers import open_reader
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, to_tensors
 
 __all__ = [
     "DataConfig", "DatasetInfo", "DenseDataset", "IMAGENET_MEAN", "IMAGENET_STD", "build_dataset", "get_dataset_info",
-    "make_reader", "resolve_root", "synthetic_cache_dir",
+    "open_reader", "resolve_root", "synthetic_cache_dir",
 ]
 
 
@@ -114,50 +114,13 @@ def resolve_root(cfg: DataConfig) -> Path:
         if (final / "synthetic.json").is_file():
             return final
         return _generate_synthetic(cfg, final)
-    how = (("Download the multi-task NYUD-v2 archive (ATRC/InvPT 'NYUDv2.tar.gz' or MTI-Net 'NYUD_MT.tgz'), unpack "
-            "it so that <root>/images and <root>/gt_sets/train.txt exist")
-           if cfg.dataset == "nyud" else
-           ("Download the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net "
-            "'PASCAL_MT.tgz'), unpack it so that <root>/JPEGImages and <root>/ImageSets/Context/train.txt exist"))
-    check = (f", check it with `degmix-tuning data validate --dataset {cfg.dataset} --root <root>`, or set "
-             f"data.synthetic=true to use a generated stand-in")
+    how = get_dataset_info(cfg.dataset).how_to_get()
     if cfg.root is None:
-        raise FileNotFoundError(f"data.root is not set for dataset {cfg.dataset!r}. {how}, "
-                                f"set data.root=<root>{check}")
+        raise FileNotFoundError(f"data.root is not set for dataset {cfg.dataset!r}; set data.root=<root>. {how}")
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{cfg.dataset} root {str(root)!r} does not exist. {how}{check}")
+        raise FileNotFoundError(f"{cfg.dataset} root {str(root)!r} does not exist. {how}")
     return root
-
-
-def _normals_context_ids(cfg: DataConfig):
-    if cfg.normals_context_ids_file is None:
-        return None
-    path = Path(cfg.normals_context_ids_file)
-    ids = read_json(path, "data.normals_context_ids_file (a JSON list of PASCAL-Context ids)")
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
-        raise ValueError(f"{path}: expected a JSON list of integer PASCAL-Context ids")
-    return ids
-
-
-def make_reader(cfg: DataConfig, split: str, tasks: Sequence[str]):
-    """The raw-sample reader for `split`: the Arrow copy when cfg.arrow_path is set, else the file reader."""
-    if cfg.arrow_path:
-        from .arrow import ArrowSplitReader
-
-        reader = ArrowSplitReader(cfg.arrow_path, split, tasks)
-        if reader.dataset != cfg.dataset:
-            raise ValueError(f"data.arrow_path {cfg.arrow_path!r} holds {reader.dataset!r}, "
-                             f"but data.dataset is {cfg.dataset!r}")
-        return reader
-    root = resolve_root(cfg)
-    if cfg.dataset == "nyud":
-        from .nyud import NYUDReader
-
-        return NYUDReader(root, split, tasks, format=cfg.format)
-    from .pascal import PascalReader
-
-    return PascalReader(root, split, tasks, normals_context_ids=_normals_context_ids(cfg))
 
 
 # ------------------------------------------------------------------------------------------------------- dataset
@@ -229,5 +192,5 @@ def build_dataset(cfg: DataConfig, split: str, tasks: Sequence[str], train: bool
     else:
         load = tasks
         transform = EvalTransform(pad_size=crop, mean=tuple(mean), std=tuple(std))
-    reader = make_reader(cfg, split, load)
+    reader = open_reader(cfg, split, load)
     return DenseDataset(reader, tasks, transform, max_samples=cfg.max_samples)

@@ -22,6 +22,7 @@ from .formats import (
     DataFileError, check_label_size, decode_normals_png, read_label_png, read_mat_array, read_npy, read_rgb,
     image_size, read_rgb_label, read_split_ids,
 )
+from .info import get_dataset_info
 
 NYUD_TASKS = ("semseg", "depth", "normals", "edge")
 NYUD_NUM_CLASSES = 40
@@ -31,9 +32,7 @@ NYUD_FLAVOURS: dict[str, dict[str, str]] = {
     "B": {"image": ".jpg", "semseg": ".png", "depth": ".npy", "normals": ".npy", "edge": ".npy"},
     "A": {"image": ".jpg", "semseg": ".mat", "depth": ".mat", "normals": ".jpg", "edge": ".png"},
 }
-NYUD_GET_IT = ("Get the multi-task NYUD-v2 archive (ATRC/InvPT 'NYUDv2.tar.gz' = flavour C, or MTI-Net "
-               "'NYUD_MT.tgz' = flavour B), unpack it so that <root>/images and <root>/gt_sets/train.txt exist, and "
-               "check it with `degmix-tuning data validate --dataset nyud --root <root>`; or use data.synthetic=true.")
+NYUD_GET_IT = get_dataset_info("nyud").how_to_get()
 
 
 def _extensions_in(folder: Path, limit: int = 64) -> set[str]:
@@ -87,6 +86,11 @@ class NYUDReader:
                                         f"{NYUD_GET_IT}")
         self.flavour = detect_nyud_flavour(self.root) if fmt == "auto" else fmt
         self.ids = read_split_ids(self.root / "gt_sets" / f"{split}.txt")
+
+    @classmethod
+    def from_config(cls, root: str | Path, split: str, tasks: Sequence[str], cfg) -> "NYUDReader":
+        """The reader a `DataConfig` asks for (its `format`)."""
+        return cls(root, split, tasks, format=cfg.format)
 
     def __len__(self) -> int:
         return len(self.ids)

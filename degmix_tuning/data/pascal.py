@@ -17,11 +17,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..config import read_json
 from ..tasks import IGNORE_INDEX
 from .formats import (
     DataFileError, check_label_size, decode_normals_png, read_label_png, read_mat_array, read_parts_anno, read_rgb,
     image_size, read_rgb_label, read_split_ids,
 )
+from .info import get_dataset_info
 
 PASCAL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
 PASCAL_NUM_CLASSES = 21
@@ -53,10 +55,7 @@ PASCAL_FOLDERS = {
     "image": "JPEGImages", "semseg": "semseg", "human_parts": "human_parts", "sal": "sal_distill",
     "normals": "normals_distill", "edge": "pascal-context/trainval",
 }
-PASCAL_GET_IT = ("Get the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net "
-                 "'PASCAL_MT.tgz'), unpack it so that <root>/JPEGImages and <root>/ImageSets/Context/train.txt exist, "
-                 "and check it with `degmix-tuning data validate --dataset pascal --root <root>`; "
-                 "or use data.synthetic=true.")
+PASCAL_GET_IT = get_dataset_info("pascal").how_to_get()
 
 
 # ------------------------------------------------------------------------------------------- edges from LabelMap
@@ -101,6 +100,17 @@ class PascalReader:
             raise FileNotFoundError(f"{self.root / 'semseg'}: needs a VOC12/ or pascal-context/ subfolder of PNGs. "
                                     f"{PASCAL_GET_IT}")
         self.ids = read_split_ids(self.root / "ImageSets" / "Context" / f"{split}.txt")
+
+    @classmethod
+    def from_config(cls, root: str | Path, split: str, tasks: Sequence[str], cfg) -> "PascalReader":
+        """The reader a `DataConfig` asks for (its `normals_context_ids_file`, a JSON list of Context ids)."""
+        ids = None
+        if cfg.normals_context_ids_file is not None:
+            path = Path(cfg.normals_context_ids_file)
+            ids = read_json(path, "data.normals_context_ids_file (a JSON list of PASCAL-Context ids)")
+            if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+                raise ValueError(f"{path}: expected a JSON list of integer PASCAL-Context ids")
+        return cls(root, split, tasks, normals_context_ids=ids)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -65,9 +65,11 @@ _FLAGS = {
 }
 
 
-def add_config_flags(p: argparse.ArgumentParser, dataset: str | None, skip: tuple[str, ...] = ()) -> None:
+def add_config_flags(p: argparse.ArgumentParser, dataset: str | None, skip: tuple[str, ...] = (),
+                     list_methods: bool = True) -> None:
     """The flags that build an `ExperimentConfig` (read by `config_from_args`), shared by the recipes and
-    `degmix-tuning compare`; `skip` leaves out the `_FLAGS` a caller sets itself (compare: tuning, output_dir)."""
+    `degmix-tuning compare`/`train`; `skip` leaves out the `_FLAGS` a caller sets itself (compare: tuning,
+    output_dir); list_methods=False keeps the method list (and torch behind it) out of an instant `--help`."""
     which = dataset or "<dataset>"
     values = {**SYNTHETIC_DEMO, **SYNTHETIC_DEMO_PER_DATASET.get(dataset or "", {})}
     demo = ", ".join(f"{k.split('.')[-1]} {v}" for k, v in values.items() if k != "train.output_dir")
@@ -83,10 +85,11 @@ def add_config_flags(p: argparse.ArgumentParser, dataset: str | None, skip: tupl
     for flag, (_, typ, help_) in _FLAGS.items():
         if flag in skip:
             continue
-        if "{methods}" in help_:
+        if "{methods}" in help_ and list_methods:
             from ..tuning import list_tuning_methods
 
             help_ = help_.replace("{methods}", ", ".join(list_tuning_methods()))
+        help_ = help_.replace("{methods}", "`degmix-tuning models methods` lists them")
         p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=typ, default=None, help=help_)
 
 
@@ -105,9 +108,9 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
     return p
 
 
-def add_run_flags(p: argparse.ArgumentParser, dataset: str | None) -> None:
+def add_run_flags(p: argparse.ArgumentParser, dataset: str | None, list_methods: bool = True) -> None:
     """Everything a training run takes: the config flags plus --resume / --no-progress (recipes and `train`)."""
-    add_config_flags(p, dataset)
+    add_config_flags(p, dataset, list_methods=list_methods)
     p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -157,18 +160,10 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
 
 
 def missing_data_message(dataset: str, root: str | None) -> str:
+    from ..data.info import get_dataset_info
+
     where = f"--data-root {root!r} does not exist" if root else "no --data-root was given"
-    if dataset == "nyud":
-        layout = ("NYUDv2/{images,segmentation,depth,normals,edge}/<id>.* and NYUDv2/gt_sets/{train,val}.txt "
-                  "(the ATRC/InvPT NYUDv2.tar.gz or the MTI-Net NYUD_MT.tgz archive, unpacked)")
-    else:
-        layout = ("PASCALContext/{JPEGImages,ImageSets/Context,semseg,human_parts,normals_distill,sal_distill,"
-                  "pascal-context} (the PASCAL_MT.tgz / PASCALContext.tar.gz archive, unpacked)")
-    return (
-        f"{where}. Put the dataset at a folder laid out as {layout}, check it with "
-        f"`degmix-tuning data validate --dataset {dataset} --root DIR`, then pass --data-root DIR. "
-        "Or run the built-in synthetic demo with --synthetic."
-    )
+    return f"{where}. {get_dataset_info(dataset).how_to_get()} Then pass --data-root <root>."
 
 
 def require_data(cfg: ExperimentConfig, dataset: str) -> None:
