@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..runtime import is_main_launch_process
 from .config import DataConfig
 from .info import DatasetInfo, get_dataset_info
 from .readers import open_reader
@@ -69,7 +70,7 @@ def synthetic_cache_dir(cfg: DataConfig) -> Path:
 def _rendering_progress(cfg: DataConfig):
     """A rich bar in a terminal, a line per 10 % otherwise, on the first process only (rendering is done once and
     cached, but the first time it takes a minute or more with nothing else to show)."""
-    if os.environ.get("RANK", "0") != "0" or os.environ.get("DEGMIX_NO_PROGRESS") == "1":
+    if not is_main_launch_process() or os.environ.get("DEGMIX_NO_PROGRESS") == "1":
         yield None
         return
     what = f"rendering {cfg.synthetic_n} synthetic {cfg.dataset} scenes ({cfg.synthetic_size[0]}x{cfg.synthetic_size[1]})"

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..runtime import current_umask
+
 ARROW_META = "degmix_arrow.json"
 ARROW_FORMAT_VERSION = 1
 # array name -> (dtype, channels; 0 = [H, W])
@@ -93,9 +95,7 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
         (tmp / ARROW_META).write_text(json.dumps(meta, indent=2) + "\n")
         if out.exists():
             out.rmdir()  # empty (checked above)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the copy is an ordinary folder for every user
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700; the copy is an ordinary folder for every user
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

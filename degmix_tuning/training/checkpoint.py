@@ -19,7 +19,8 @@ from safetensors.torch import save, save_file
 from torch import nn
 
 from ..backbones.base import state_digest
-from ..tuning.state import load_trainable_state, trainable_state
+from ..runtime import current_umask
+from ..tuning.state import key_mismatch, load_trainable_state, trainable_state
 
 ADAPTER_FORMAT = "degmix-tuning-adapter/1"
 ADAPTER_NAME = "adapter.safetensors"
@@ -36,7 +37,7 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
     state, meta = _adapter_payload(model, config, extra)
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600; an adapter is meant to be shared like any file
+    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600; an adapter is meant to be shared like any file
     os.replace(tmp, path)
     return path
 
@@ -63,10 +64,6 @@ def _adapter_payload(model: nn.Module, config: dict, extra: dict | None) -> tupl
     return state, meta
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _not_in_adapter(model: nn.Module, adapter_state: dict) -> dict[str, torch.Tensor]:
@@ -152,14 +149,9 @@ def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta:
     """Load an adapter's tensors into a model built from its config, after checking that they fit exactly and that
     the model's frozen part is the one the adapter was trained on (same architecture always; same weights unless
     `allow_backbone_mismatch`, which warns). Used by `load_tuned` and by resuming from a checkpoint."""
-    expected = trainable_state(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"adapter {str(path)!r} does not fit the rebuilt model: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
-        )
+    mismatch = key_mismatch(model, tensors)
+    if mismatch:
+        raise ValueError(f"adapter {str(path)!r} does not fit the rebuilt model: {mismatch}")
     rebuilt = _not_in_adapter(model, tensors)
     layout = meta.get("rebuilt_layout_sha256")
     if layout is not None and layout_digest(rebuilt) != layout:
@@ -178,6 +170,7 @@ def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta:
         warnings.warn(f"adapter {str(path)!r} was trained on other frozen backbone weights than {origin}; loaded "
                       "anyway (allow_backbone_mismatch): its metrics will differ from the run's", stacklevel=2)
     load_trainable_state(model, tensors)
+
 
 def use_adapter_checkpoints(accelerator, config: dict, step_of) -> None:
     """Make `accelerator.save_state` / `load_state` store the model as its adapter file, not as a full state dict.

@@ -15,6 +15,8 @@ try:
 except ImportError:  # not on POSIX: no lock (documented), nothing else changes
     fcntl = None
 
+from ..runtime import is_main_launch_process
+
 LOCK_NAME = ".lock"
 
 
@@ -53,11 +55,6 @@ class RunFolderLock:
             os.close(self._fd)
             self._fd = None
         return False
-
-
-def is_main_launch_process() -> bool:
-    """Rank 0 of a torchrun / accelerate launch job (or a plain single process), before Accelerate exists."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 __all__ = ["LOCK_NAME", "RunFolderBusy", "RunFolderLock", "is_main_launch_process"]

@@ -31,14 +31,24 @@ def _is_statistic(name: str) -> bool:
 
 
 @torch.no_grad()
-def load_trainable_state(model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Copy `state` into the model's trainable state (`trainable_state` keys); keys and shapes must match exactly."""
+def key_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
+    """"missing [...], unexpected [...]" (first five of each) when `state`'s keys are not exactly the model's
+    trainable-state keys, else None: the one key check, each caller words its own error around it."""
     target = trainable_state(model)
     missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-    if missing or unexpected:
-        raise KeyError(f"trainable state does not fit the model: missing {missing[:5]}{'...' * (len(missing) > 5)}, "
-                       f"unexpected {unexpected[:5]}{'...' * (len(unexpected) > 5)} (was it saved from the same "
-                       "backbone, tasks and tuning config?)")
+    if not (missing or unexpected):
+        return None
+    return (f"missing {missing[:5]}{'...' * (len(missing) > 5)}, "
+            f"unexpected {unexpected[:5]}{'...' * (len(unexpected) > 5)}")
+
+
+def load_trainable_state(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy `state` into the model's trainable state (`trainable_state` keys); keys and shapes must match exactly."""
+    mismatch = key_mismatch(model, state)
+    if mismatch:
+        raise KeyError(f"trainable state does not fit the model: {mismatch} (was it saved from the same backbone, "
+                       "tasks and tuning config?)")
+    target = trainable_state(model)
     for n, t in target.items():
         if state[n].shape != t.shape:
             raise ValueError(f"trainable state {n!r} has shape {tuple(state[n].shape)}, the model {tuple(t.shape)}")
@@ -53,4 +63,4 @@ def trainable_bytes(model: nn.Module) -> int:
     return len(save({n: t.float().contiguous() for n, t in trainable_state(model).items()}))
 
 
-__all__ = ["load_trainable_state", "trainable_bytes", "trainable_state"]
+__all__ = ["key_mismatch", "load_trainable_state", "trainable_bytes", "trainable_state"]
