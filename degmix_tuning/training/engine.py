@@ -22,19 +22,22 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import build_dataset
 from ..data.info import get_dataset_info
+from ..data.seeded import SeededSamples  # moved to data/; importable from here too
 from ..losses import MultiTaskLoss, NonFiniteLossError
 from ..metrics import MultiTaskEvaluator
 from ..models import create_model
 from ..params import count_parameters
 from ..tuning import apply_tuning
 from .checkpoint import (
-    ADAPTER_NAME, FrozenBackboneMismatch, list_checkpoints, save_adapter, save_state_atomically, use_adapter_checkpoints,
+    ADAPTER_NAME, FrozenBackboneMismatch, list_checkpoints, save_adapter, save_state_atomically,
+    use_adapter_checkpoints,
 )
 from .config import ExperimentConfig
 from .fast_path import apply_fast_path, prepare_images  # fast path
@@ -60,40 +63,6 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-
-
-class SeededSamples(Dataset):
-    """Makes augmentation a pure function of (seed, epoch, index): exact resume, identical across worker counts."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __getitem__(self, index: int):
-        import random
-
-        import numpy as np
-
-        sample_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % (2**31)
-        np_state, py_state = np.random.get_state(), random.getstate()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed)
-            np.random.seed(sample_seed)
-            random.seed(sample_seed)
-            try:
-                return self.dataset[index]
-            finally:
-                np.random.set_state(np_state)
-                random.setstate(py_state)
 
 
 @dataclass
@@ -177,8 +146,8 @@ def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     run_dir = Path(cfg.train.output_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
         raise FileExistsError(
-            f"run folder {str(run_dir)!r} already holds checkpoints; resume it with --resume latest, or choose another "
-            "--output-dir (nothing was overwritten)"
+            f"run folder {str(run_dir)!r} already holds checkpoints; resume it with --resume latest, or choose "
+            "another --output-dir (nothing was overwritten)"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -283,7 +252,75 @@ def train(
         return _train(cfg, resume_from, stop_after, show_progress)
 
 
+@dataclass
+class _Run:
+    """What `_setup` builds and the per-step functions share, so each of them takes one argument."""
+
+    cfg: ExperimentConfig
+    run_dir: Path
+    accelerator: Any
+    model: torch.nn.Module  # as prepared by accelerate (DDP-wrapped in a multi-process job)
+    params: list[torch.nn.Parameter]  # the trainable ones: the optimizer's and the gradient clipping's
+    optimizer: Any
+    scheduler: Any
+    criterion: MultiTaskLoss
+    evaluator: MultiTaskEvaluator
+    train_ds: SeededSamples
+    val_ds: Dataset
+    train_loader: Any
+    val_loader: Any
+    feature_cache: Any  # fast path: None when train.feature_cache is off
+    progress: TrainingProgress
+    bar: _ProgressBar
+    step_stats: StepStats
+    initial_metrics: dict | None = None
+    final_metrics: dict | None = None
+    last_ckpt: Path | None = None  # named in the TrainingDiverged messages
+    step_start: float = field(default_factory=time.perf_counter)  # images/s since the last log line
+    imgs_since: int = 0
+
+
 def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | None, show_progress: bool) -> RunResult:
+    """The loop of accelerate's complete_cv_example.py: epochs of batches, `train_step` on each batch,
+    `on_step_end` after each optimizer step (a step is `gradient_accumulation_steps` batches)."""
+    run = _setup(cfg, resume_from, show_progress)
+    tc, accelerator, progress = cfg.train, run.accelerator, run.progress
+
+    def done(step: int) -> bool:
+        return step >= tc.max_steps or (stop_after is not None and step >= stop_after)
+
+    try:
+        with run.bar:
+            while progress.step < tc.max_steps:
+                # epoch and position in it follow from the step, so a resume continues mid-epoch
+                epoch, skip = divmod(progress.step * tc.gradient_accumulation_steps, len(run.train_loader))
+                run.train_ds.set_epoch(epoch)
+                run.train_loader.set_epoch(epoch)
+                loader = accelerator.skip_first_batches(run.train_loader, skip) if skip else run.train_loader
+                for batch in loader:
+                    loss, parts = train_step(run, batch)
+                    if not accelerator.sync_gradients:  # accumulating: no optimizer step yet
+                        continue
+                    progress.step += 1
+                    on_step_end(run, loss, parts)
+                    if done(progress.step):
+                        break
+                if done(progress.step):
+                    break
+    finally:
+        accelerator.end_training()
+    if run.feature_cache is not None:  # fast path
+        st = run.feature_cache.cache.stats
+        accelerator.print(f"[degmix-tuning] feature cache ({tc.feature_cache}): {st.hits} hits, {st.misses} "
+                          f"computed, {st.invalidated} invalidated")
+    adapter_path, summary = _write_summary(run) if accelerator.is_main_process else (None, {})
+    return RunResult(run.run_dir, progress.step, run.initial_metrics, run.final_metrics, adapter_path, summary,
+                     accelerator.is_main_process)
+
+
+def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) -> _Run:
+    """Everything the loop needs, from the config: model, data, optimizer, accelerate, the resumed state, and the
+    evaluation at step 0 (a fresh run with train.eval_at_start). Raises before training on any config problem."""
     from accelerate.utils import set_seed
 
     tc = cfg.train
@@ -306,7 +343,9 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     info = get_dataset_info(cfg.model.dataset)
     tasks = list(cfg.model.tasks)
     mean, std = _mean_std(model)
-    train_ds = SeededSamples(build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed)
+    train_ds = SeededSamples(
+        build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed
+    )
     val_ds = build_dataset(cfg.data, cfg.data.val_split, tasks, train=False, mean=mean, std=std)
     val_ds.check_fits(cfg.data.resolved_crop_size())  # now, not at the first evaluation thousands of steps later
     # fast path: frozen-backbone features computed once per image (train.feature_cache); None when off
@@ -341,7 +380,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
 
     if accelerator.is_main_process:
         cfg.save(run_dir / "config.json")
-    accelerator.init_trackers(run_dir.name, config=_flat_config(cfg.to_dict()))
+    accelerator.init_trackers(run_dir.name, config=_tracker_config(cfg))
     report = count_parameters(accelerator.unwrap_model(model))
     accelerator.print(f"[degmix-tuning] {cfg.tuning} on {cfg.model.backbone}: {report}")
 
@@ -366,123 +405,112 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     steps_per_epoch = len(train_loader) // tc.gradient_accumulation_steps
     if steps_per_epoch == 0:
         raise ValueError("the train split is smaller than one optimizer step's worth of batches")
-    final_metrics = None
-    last_ckpt: Path | None = resume_path
     model.train()
     bar = _ProgressBar(show_progress and accelerator.is_main_process, tc.max_steps, progress.step, tasks)
-    step_start, imgs_since = time.perf_counter(), 0
-    step_stats = StepStats(accelerator.device.type)  # summary.json: median step time, step memory
-    try:
-        with bar:
-            while progress.step < tc.max_steps:
-                micro_done = progress.step * tc.gradient_accumulation_steps
-                epoch, skip = divmod(micro_done, len(train_loader))
-                train_ds.set_epoch(epoch)
-                train_loader.set_epoch(epoch)
-                loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-                for batch in loader:
-                    step_stats.begin()
-                    with accelerator.accumulate(model):
-                        images = prepare_images(batch["image"], tc)  # fast path
-                        feats = feature_cache.features({**batch, "image": images}) if feature_cache else None
-                        out = model(images, features=feats)
-                        try:
-                            loss, parts = criterion(out, batch)
-                        except NonFiniteLossError as exc:
-                            raise TrainingDiverged(
-                                f"loss became {exc.value} at step {progress.step + 1} in task {exc.task!r}; last good "
-                                f"checkpoint: {str(last_ckpt) if last_ckpt else 'none yet'}. Lower train.lr, enable "
-                                "train.clip_grad_norm, or use mixed_precision=no/bf16 instead of fp16, then --resume it"
-                            ) from exc
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and tc.clip_grad_norm:
-                            accelerator.clip_grad_norm_(params, tc.clip_grad_norm)
-                        optimizer.step()
-                        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                            scheduler.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    step_stats.end(accelerator.sync_gradients)
-                    imgs_since += batch["image"].shape[0] * accelerator.num_processes
-                    if not accelerator.sync_gradients:
-                        continue
-                    progress.step += 1
-                    step = progress.step
-                    if step % tc.log_every == 0 or step == tc.max_steps:
-                        elapsed = time.perf_counter() - step_start
-                        ips = imgs_since / max(elapsed, 1e-9)
-                        logs = {"train/loss": float(loss.detach()), "train/lr": scheduler.get_last_lr()[0], "train/images_per_s": ips}
-                        logs.update({f"train/loss_{t}": float(v) for t, v in parts.items()})
-                        accelerator.log(logs, step=step)
-                        step_start, imgs_since = time.perf_counter(), 0
-                        bar.update(step, {t: float(v) for t, v in parts.items()}, ips)
-                    else:
-                        bar.update(step, None, None)
-                    is_last = step == tc.max_steps
-                    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
-                    due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
-                    if due_eval or due_ckpt:  # never evaluate or save diverged weights
-                        _check_finite_weights(accelerator.unwrap_model(model), step, last_ckpt)
-                    if due_eval:
-                        bar.note(f"step {step}: evaluating ({len(val_ds)} val images)")
-                        final_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
-                        _record_eval(accelerator, run_dir, step, final_metrics)
-                    if is_last and accelerator.is_main_process:  # the small result first: a failing checkpoint
-                        save_adapter(accelerator.unwrap_model(model), run_dir / ADAPTER_NAME, cfg.to_dict(),
-                                     {"step": step})  # (e.g. a full disk) must not take the adapter with it
-                    if due_ckpt:
-                        bar.note(f"step {step}: writing checkpoint")
-                        last_ckpt = _checkpoint(accelerator, model, cfg, run_dir, step)
-                    if is_last or (stop_after is not None and step >= stop_after):
-                        break
-                if progress.step >= tc.max_steps or (stop_after is not None and progress.step >= stop_after):
-                    break
-    finally:
-        accelerator.end_training()
-    if feature_cache is not None:  # fast path
-        st = feature_cache.cache.stats
-        accelerator.print(f"[degmix-tuning] feature cache ({tc.feature_cache}): {st.hits} hits, {st.misses} "
-                          f"computed, {st.invalidated} invalidated")
-
-    adapter_path = None
-    summary: dict = {}
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        adapter_path = run_dir / ADAPTER_NAME
-        if progress.step != tc.max_steps or not adapter_path.exists():  # stopped early: the adapter of this step
-            adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": progress.step})
-        summary = {
-            "step": progress.step,
-            "processes": accelerator.num_processes,
-            "params": count_parameters(unwrapped).as_dict(),
-            "adapter_bytes": adapter_path.stat().st_size,
-            "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
-            "initial_metrics": initial_metrics,
-            "final_metrics": final_metrics,
-            **step_stats.summary(),  # this process's steps only (a resumed run: those after the resume)
-        }
-        import json
-
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        accelerator.print(
-            f"[degmix-tuning] adapter {adapter_path} = {summary['adapter_bytes'] / 1e6:.2f} MB "
-            f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
-        )
-    return RunResult(run_dir, progress.step, initial_metrics, final_metrics, adapter_path, summary,
-                     accelerator.is_main_process)
+    return _Run(
+        cfg=cfg, run_dir=run_dir, accelerator=accelerator, model=model, params=params, optimizer=optimizer,
+        scheduler=scheduler, criterion=criterion, evaluator=evaluator, train_ds=train_ds, val_ds=val_ds,
+        train_loader=train_loader, val_loader=val_loader, feature_cache=feature_cache, progress=progress, bar=bar,
+        step_stats=StepStats(accelerator.device.type),  # summary.json: median step time, step memory
+        initial_metrics=initial_metrics, last_ckpt=resume_path,
+    )
 
 
-def _flat_config(d: dict, prefix: str = "") -> dict:
-    """Nested config -> {"model.backbone": "swin_t", ...} with scalar values (what trackers accept)."""
-    flat = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            flat.update(_flat_config(v, key + "."))
-        elif isinstance(v, (int, float, str, bool)):
-            flat[key] = v
-        else:
-            flat[key] = str(v)
-    return flat
+def train_step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
+    """One batch: forward, loss, backward; the optimizer steps when accelerate closes the accumulation window.
+
+    Returns the loss and the per-task losses. Timed into `run.step_stats` (summary.json's step time and memory).
+    """
+    tc, accelerator, model = run.cfg.train, run.accelerator, run.model
+    run.step_stats.begin()
+    with accelerator.accumulate(model):
+        images = prepare_images(batch["image"], tc)  # fast path
+        feats = run.feature_cache.features({**batch, "image": images}) if run.feature_cache else None
+        out = model(images, features=feats)
+        try:
+            loss, parts = run.criterion(out, batch)
+        except NonFiniteLossError as exc:
+            raise TrainingDiverged(
+                f"loss became {exc.value} at step {run.progress.step + 1} in task {exc.task!r}; last good "
+                f"checkpoint: {str(run.last_ckpt) if run.last_ckpt else 'none yet'}. Lower train.lr, enable "
+                "train.clip_grad_norm, or use mixed_precision=no/bf16 instead of fp16, then --resume it"
+            ) from exc
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and tc.clip_grad_norm:
+            accelerator.clip_grad_norm_(run.params, tc.clip_grad_norm)
+        run.optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    run.step_stats.end(accelerator.sync_gradients)
+    run.imgs_since += batch["image"].shape[0] * accelerator.num_processes
+    return loss, parts
+
+
+def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
+    """After optimizer step `run.progress.step`: log and progress bar, then when due check the weights, evaluate,
+    save the final adapter and checkpoint, in this order (the adapter before the checkpoint that may fail)."""
+    tc, accelerator, model, bar = run.cfg.train, run.accelerator, run.model, run.bar
+    step = run.progress.step
+    if step % tc.log_every == 0 or step == tc.max_steps:
+        elapsed = time.perf_counter() - run.step_start
+        ips = run.imgs_since / max(elapsed, 1e-9)
+        logs = {"train/loss": float(loss.detach()), "train/lr": run.scheduler.get_last_lr()[0],
+                "train/images_per_s": ips}
+        logs.update({f"train/loss_{t}": float(v) for t, v in parts.items()})
+        accelerator.log(logs, step=step)
+        run.step_start, run.imgs_since = time.perf_counter(), 0
+        bar.update(step, {t: float(v) for t, v in parts.items()}, ips)
+    else:
+        bar.update(step, None, None)
+    is_last = step == tc.max_steps
+    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
+    due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
+    if due_eval or due_ckpt:  # never evaluate or save diverged weights
+        _check_finite_weights(accelerator.unwrap_model(model), step, run.last_ckpt)
+    if due_eval:
+        bar.note(f"step {step}: evaluating ({len(run.val_ds)} val images)")
+        run.final_metrics = evaluate(model, run.val_loader, run.evaluator, accelerator, tc.max_eval_batches)
+        _record_eval(accelerator, run.run_dir, step, run.final_metrics)
+    if is_last and accelerator.is_main_process:  # the small result first: a failing checkpoint
+        save_adapter(accelerator.unwrap_model(model), run.run_dir / ADAPTER_NAME, run.cfg.to_dict(),
+                     {"step": step})  # (e.g. a full disk) must not take the adapter with it
+    if due_ckpt:
+        bar.note(f"step {step}: writing checkpoint")
+        run.last_ckpt = _checkpoint(accelerator, model, run.cfg, run.run_dir, step)
+
+
+def _write_summary(run: _Run) -> tuple[Path, dict]:
+    """Main process, after training: the adapter of the last step (if the loop did not write it) and summary.json."""
+    cfg, accelerator, step = run.cfg, run.accelerator, run.progress.step
+    unwrapped = accelerator.unwrap_model(run.model)
+    adapter_path = run.run_dir / ADAPTER_NAME
+    if step != cfg.train.max_steps or not adapter_path.exists():  # stopped early: the adapter of this step
+        adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": step})
+    summary = {
+        "step": step,
+        "processes": accelerator.num_processes,
+        "params": count_parameters(unwrapped).as_dict(),
+        "adapter_bytes": adapter_path.stat().st_size,
+        "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
+        "initial_metrics": run.initial_metrics,
+        "final_metrics": run.final_metrics,
+        **run.step_stats.summary(),  # this process's steps only (a resumed run: those after the resume)
+    }
+    import json
+
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    accelerator.print(
+        f"[degmix-tuning] adapter {adapter_path} = {summary['adapter_bytes'] / 1e6:.2f} MB "
+        f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
+    )
+    return adapter_path, summary
+
+
+def _tracker_config(cfg: ExperimentConfig) -> dict:
+    """The config as {"model.backbone": "swin_t", ...} with scalar values (what trackers accept)."""
+    flat = ExperimentConfig.flat_fields(cfg.to_dict())
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
 
 def _record_eval(accelerator, run_dir: Path, step: int, metrics: dict) -> None:
