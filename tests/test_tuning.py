@@ -17,9 +17,11 @@ from degmix_tuning.tuning import (
     TUNING_METHODS, TuningConfig, apply_tuning, get_tuning_config_cls, list_tuning_methods, load_trainable_state,
     register_tuning_method, trainable_state,
 )
+from degmix_tuning.tuning.adapter import Adapted
 from degmix_tuning.tuning.ditask import SpectralWarpLayer, monotone_index_warp, warp_spectrum
 from degmix_tuning.tuning.mtlora import MTLoRALayer
 from degmix_tuning.tuning.streams import TaskStreamBlock
+from degmix_tuning.tuning.structure import TunerLayer
 
 # tiny_swin: one block per stage, channels C = 16/32/64/128, window 4 (49-entry bias tables), 1 head.
 # Linear shapes per block: qkv C->3C, proj C->C, fc1 C->4C, fc2 4C->C  => sum(in + out) = 16 C per block.
@@ -202,6 +204,24 @@ def test_trainable_state_round_trip_with_non_identity_init(pristine, method):
         torch.testing.assert_close(got[t], want[t], rtol=0, atol=0)
     with pytest.raises(KeyError, match="missing"):
         load_trainable_state(target, {})
+
+
+@pytest.mark.parametrize("method", ["adapter", "mtlora", "ditask"])
+def test_every_wrapper_keeps_its_original_frozen_module_as_the_base_layer(pristine, method):
+    model = _tuned(pristine, method)
+    wrappers = [m for m in model.modules() if isinstance(m, TunerLayer)]
+    originals = dict(pristine.named_modules())
+    expected = len(C) if method == "adapter" else sum(len(LAYERS(c)) for c in C)  # one per block / per target
+    assert len(wrappers) == expected
+    for wrapper in wrappers:
+        base = wrapper.get_base_layer()
+        assert not isinstance(base, TunerLayer) and not any(p.requires_grad for p in base.parameters())
+        name = next(n for n, m in model.named_modules() if m is wrapper)
+        original = originals[name.replace(".block.", ".")]  # what it replaced (TaskStreamBlock adds ".block")
+        assert type(base) is type(original)
+        assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), original.state_dict().values()))
+    nested = Adapted(wrappers[0], nn.Identity())  # wrappers of wrappers: still the innermost frozen module
+    assert nested.get_base_layer() is wrappers[0].get_base_layer()
 
 
 @pytest.mark.parametrize("method", ["mtlora", "ditask", "adapter", "lora", "loha", "ia3"])

@@ -13,11 +13,11 @@ from .base import (
 )
 from .extras import BackboneExtras
 from .state import load_trainable_state, trainable_bytes, trainable_state
-from .structure import Stage, find_stages
+from .structure import Stage, TunerLayer, find_stages
 
 __all__ = sorted([
     "BackboneExtras", "HEAD_CHOICES", "Stage", "TUNING_METHODS", "TuningConfig", "TuningMethod", "apply_tuning",
     "build_tuned_model", "find_stages", "get_tuning_config_cls", "list_tuning_methods", "load_trainable_state",
     "register_tuning_method", "resolve_tuning_config", "trainable_bytes", "trainable_state",
-    "tuning_config_from_dict",
+    "TunerLayer", "tuning_config_from_dict",
 ])

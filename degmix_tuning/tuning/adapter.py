@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from .base import TuningConfig, register_tuning_method
-from .structure import block_targets, find_stages, network_of, replace_module
+from .structure import TunerLayer, block_targets, find_stages, network_of, replace_module
 
 
 class BottleneckAdapter(nn.Module):
@@ -34,12 +34,11 @@ class BottleneckAdapter(nn.Module):
         return y + (z.movedim(-1, self.channel_dim) if self.channel_dim != -1 else z)
 
 
-class Adapted(nn.Module):
-    """`base` followed by an adapter; the base module stays reachable (and frozen) as `base`."""
+class Adapted(TunerLayer):
+    """`base` (a whole block, frozen) followed by an adapter."""
 
     def __init__(self, base: nn.Module, adapter: BottleneckAdapter):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.adapter = adapter
 
     def forward(self, *args, **kwargs) -> Tensor:

@@ -24,19 +24,18 @@ from torch import Tensor, nn
 
 from typing import Callable
 
-from .structure import Stage, block_targets, find_stages, network_of, replace_module, require_targets
+from .structure import (Stage, TunerLayer, block_targets, find_stages, network_of, replace_module,
+                        require_targets)
 
 
-class MultiTaskLayer(nn.Module):
-    """A wrapped `nn.Linear`/`nn.Conv2d` with a shared update and optional per-task updates.
+class MultiTaskLayer(TunerLayer):
+    """A wrapped `nn.Linear`/`nn.Conv2d` (frozen, as `base`) with a shared update and optional per-task updates.
 
-    Subclasses implement `shared_forward(x)` and `task_forward(x_shared, x_task, task)`. The base layer stays
-    reachable as `base` (peft's `base_layer` idea) and its parameters stay frozen.
+    Subclasses implement `shared_forward(x)` and `task_forward(x_shared, x_task, task)`.
     """
 
     def __init__(self, base: nn.Module, tasks: list[str]):
-        super().__init__()
-        self.base = base
+        super().__init__(base)
         self.tasks = list(tasks)
         self.chunks = 1  # set by TaskStreamBlock during a stacked call
 

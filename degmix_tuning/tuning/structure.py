@@ -19,6 +19,21 @@ TARGET_TYPES = {"linear": nn.Linear, "conv2d": nn.Conv2d}
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.LocalResponseNorm)
 
 
+class TunerLayer(nn.Module):
+    """What every wrapper a tuning method puts around a frozen module shares (peft's `BaseTunerLayer` idea): the
+    wrapped module stays reachable, unchanged and frozen, as `base`; `get_base_layer()` sees through nested wrappers."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def get_base_layer(self) -> nn.Module:
+        base = self.base
+        while isinstance(base, TunerLayer):
+            base = base.base
+        return base
+
+
 @dataclass
 class Stage:
     name: str  # module path of the tapped module (relative to the network)
@@ -123,6 +138,6 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 __all__ = [
-    "NORM_TYPES", "Stage", "TARGET_TYPES", "block_targets", "find_stages", "is_target", "network_of",
+    "NORM_TYPES", "Stage", "TARGET_TYPES", "TunerLayer", "block_targets", "find_stages", "is_target", "network_of",
     "replace_module", "require_targets", "target_names",
 ]
