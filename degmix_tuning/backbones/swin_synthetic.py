@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
 
 from . import register_backbone
@@ -32,7 +33,6 @@ from .swin import SwinBackbone
 NAME = "swin_synthetic"
 TIMM_FAMILY = "swin_tiny_patch4_window7_224"  # the timm Swin class and parameter layout (as `tiny_swin`)
 ARCHITECTURE = {"embed_dim": 32, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8), "window_size": 4}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights_data"
 WEIGHTS_FILE = WEIGHTS_DIR / f"{NAME}.safetensors"
@@ -75,7 +75,7 @@ def swin_synthetic(*, pretrained: bool = False, checkpoint_path: str | None = No
     cfg = {"architecture": NAME, "timm_family": TIMM_FAMILY, **{k: list(v) if isinstance(v, tuple) else v
                                                                for k, v in ARCHITECTURE.items()}}
     if checkpoint_path is not None:
-        cfg.update(weights=f"file {checkpoint_path}", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        cfg.update(weights=f"file {checkpoint_path}", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     elif pretrained:
         state, provenance = read_packaged_weights()
         backbone.load_slot_state(state, str(WEIGHTS_FILE))
@@ -83,7 +83,7 @@ def swin_synthetic(*, pretrained: bool = False, checkpoint_path: str | None = No
         cfg.update(provenance, weights=f"packaged {WEIGHTS_FILE.name}")
         cfg["mean"], cfg["std"] = tuple(provenance["mean"]), tuple(provenance["std"])
     else:
-        cfg.update(weights="random init", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        cfg.update(weights="random init", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     backbone.pretrained_cfg = cfg
     return backbone
 

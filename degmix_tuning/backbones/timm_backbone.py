@@ -13,6 +13,7 @@ import sys
 
 import timm
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
 from .base import FeatureBackbone, FeatureInfo
@@ -64,8 +65,8 @@ def _hub_weights_unreachable(name: str) -> bool:
 
 def _create_pretrained(name: str, **kwargs) -> nn.Module:
     """`timm.create_model(pretrained=True)` with one clear error when the weights cannot be had."""
-    fix = (f"put the weights in the Hugging Face hub cache (HF_HOME) on a machine with network, or download the file "
-           f"and pass --checkpoint-path FILE instead of --pretrained")
+    fix = ("put the weights in the Hugging Face hub cache (HF_HOME) on a machine with network, or download the file "
+           "and pass --checkpoint-path FILE instead of --pretrained")
     if _hub_weights_unreachable(name):
         raise ValueError(f"pretrained weights of {name!r} are not in the local hub cache and the hub is unreachable; {fix}")
     try:
@@ -166,8 +167,8 @@ class TimmBackbone(FeatureBackbone):
         )
         self.stage_norms = nn.ModuleList([LayerNorm2d(c) for c in chans]) if stage_norms else None
         cfg = dict(getattr(self.model, "pretrained_cfg", {}) or {})
-        cfg.setdefault("mean", (0.485, 0.456, 0.406))
-        cfg.setdefault("std", (0.229, 0.224, 0.225))
+        cfg.setdefault("mean", IMAGENET_DEFAULT_MEAN)
+        cfg.setdefault("std", IMAGENET_DEFAULT_STD)
         self.pretrained_cfg = cfg
         self.size_divisor = self._native_reduction
         if file_state is not None and not whole_slot and self.stage_norms is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data import build_dataset
+from ..data import IMAGENET_MEAN, IMAGENET_STD, build_dataset
 from ..data.info import get_dataset_info
 from ..data.seeded import SeededSamples  # moved to data/; importable from here too
 from ..losses import MultiTaskLoss, NonFiniteLossError
@@ -85,7 +85,7 @@ def build_model(cfg: ExperimentConfig):
 
 def _mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
     cfg = getattr(model.backbone, "pretrained_cfg", {}) or {}
-    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    return tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
 
 
 def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
