@@ -75,7 +75,7 @@ def _predict(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from ..training.predict import centre_crop, postprocess, save_prediction
+    from ..training.prediction_files import centre_crop, postprocess, save_prediction
 
     from ..data.info import get_dataset_info
 
