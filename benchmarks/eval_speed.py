@@ -254,7 +254,7 @@ def boundary_image(density: float, size: tuple[int, int], variant: str, seed: in
     """(prob float64 [H, W], GT bool [H, W]) of one synthetic NYUD-like image near `density` boundary pixels."""
     from scipy import ndimage as ndi
 
-    from degmix_tuning.data.synthetic_scenes import render_indoor_scene
+    from degmix_tuning.data.synthetic.render import render_indoor_scene
 
     scenes = BOUNDARY_SCENES.get(round(density, 3))
     edge = np.zeros(size, dtype=bool)

@@ -11,7 +11,7 @@ from degmix_tuning.data import DataConfig, build_dataset
 from degmix_tuning.data.arrow import ArrowSplitReader, convert_to_arrow
 from degmix_tuning.data.nyud import NYUD_TASKS, NYUDReader
 from degmix_tuning.data.pascal import PASCAL_TASKS, PascalReader
-from degmix_tuning.data.synthetic_writer import write_synthetic_dataset
+from degmix_tuning.data.synthetic.writer import write_synthetic_dataset
 
 
 def _bits(a: np.ndarray) -> np.ndarray:

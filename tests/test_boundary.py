@@ -408,7 +408,7 @@ def hand_built_cases() -> list[tuple[torch.Tensor, torch.Tensor]]:
 @functools.lru_cache(maxsize=None)
 def scene_edges(seed: int) -> np.ndarray:
     """GT boundaries (2 px wide) of one 425x560 synthetic NYUD-like room."""
-    from degmix_tuning.data.synthetic_scenes import render_indoor_scene
+    from degmix_tuning.data.synthetic.render import render_indoor_scene
 
     return render_indoor_scene(seed, (425, 560)).edge.astype(bool)
 

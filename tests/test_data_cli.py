@@ -9,7 +9,7 @@ from test_data_readers import fake_indoor_scene, fake_pascal_scene
 
 from degmix_tuning.cli import main
 from degmix_tuning.data.formats import write_label_png, write_npy
-from degmix_tuning.data.synthetic_writer import write_synthetic_dataset
+from degmix_tuning.data.synthetic.writer import write_synthetic_dataset
 from degmix_tuning.data.validate import validate_root
 
 

@@ -15,13 +15,13 @@ from degmix_tuning.data.formats import (
 )
 from degmix_tuning.data.nyud import NYUDReader, detect_nyud_flavour
 from degmix_tuning.data.pascal import PASCAL_NORMALS_CONTEXT_IDS, PascalReader, label_map_edges
-from degmix_tuning.data.synthetic_writer import write_synthetic_dataset
+from degmix_tuning.data.synthetic.writer import write_synthetic_dataset
 
 
 # ------------------------------------------------------------------------------------------ a tiny fake renderer
 @dataclass
 class FakeScene:
-    """Same fields as synthetic_scenes.SceneArrays."""
+    """Same fields as synthetic.render.SceneArrays."""
 
     image: np.ndarray
     depth: np.ndarray
@@ -363,9 +363,9 @@ def test_unknown_part_name_is_named(tmp_path):
 # ------------------------------------------------------------------------------------ the project's renderer
 @pytest.mark.parametrize("flavour", ["nyud", "pascal"])
 def test_real_renderer_through_writer_and_reader(tmp_path, flavour):
-    from degmix_tuning.data import synthetic_scenes
+    from degmix_tuning.data.synthetic import render_indoor_scene, render_pascal_scene
 
-    render = synthetic_scenes.render_indoor_scene if flavour == "nyud" else synthetic_scenes.render_pascal_scene
+    render = render_indoor_scene if flavour == "nyud" else render_pascal_scene
     size = (48, 64)
     root = write_synthetic_dataset(tmp_path / flavour, n=4, flavour=flavour, seed=7, size=size)
     Reader = NYUDReader if flavour == "nyud" else PascalReader

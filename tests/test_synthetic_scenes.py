@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from degmix_tuning.data.info import NYUD_CLASSES, PASCAL_CLASSES
-from degmix_tuning.data.scenes.camera import PinholeCamera
-from degmix_tuning.data.scenes.classes import NYUD_LABELS, PASCAL_LABELS
-from degmix_tuning.data.scenes.geometry import Box, Capsule, Cylinder, Plane, Sphere
-from degmix_tuning.data.scenes.raycast import Scene, boundary_map, cast_rays
-from degmix_tuning.data.scenes.shading import Material
-from degmix_tuning.data.synthetic_scenes import SceneArrays, render_indoor_scene, render_pascal_scene, render_scene
+from degmix_tuning.data.synthetic.scenes.camera import PinholeCamera
+from degmix_tuning.data.synthetic.scenes.classes import NYUD_LABELS, PASCAL_LABELS
+from degmix_tuning.data.synthetic.scenes.geometry import Box, Capsule, Cylinder, Plane, Sphere
+from degmix_tuning.data.synthetic.scenes.raycast import Scene, boundary_map, cast_rays
+from degmix_tuning.data.synthetic.scenes.shading import Material
+from degmix_tuning.data.synthetic.render import SceneArrays, render_indoor_scene, render_pascal_scene, render_scene
 
 RENDERERS = {"indoor": render_indoor_scene, "pascal": render_pascal_scene}
 _CACHE: dict = {}

@@ -175,7 +175,7 @@ def test_center_pad_rejects_larger_input():
 def test_build_dataset_samples_collate_and_workers_differ(tmp_path):
     from test_data_readers import fake_indoor_scene
 
-    from degmix_tuning.data.synthetic_writer import write_synthetic_dataset
+    from degmix_tuning.data.synthetic.writer import write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "r", n=6, flavour="nyud", seed=1, size=(24, 32),
                                    render_fn=fake_indoor_scene)

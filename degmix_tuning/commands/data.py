@@ -34,7 +34,7 @@ def _existing_output(exc: FileExistsError, command: str) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from ..data.synthetic_writer import write_synthetic_dataset
+    from ..data.synthetic.writer import write_synthetic_dataset
 
     t0 = time.perf_counter()
     try:

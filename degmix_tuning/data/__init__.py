@@ -1,5 +1,5 @@
 """Datasets for training and evaluation: NYUD-v2 and PASCAL-Context readers, the recipe's joint transforms,
-a cached synthetic stand-in written in the real layouts, and an optional Arrow copy.
+a cached synthetic stand-in written in the real layouts (`synthetic/`), and an optional Arrow copy.
 
 `build_dataset(cfg, split, tasks, train)` returns a torch Dataset whose samples are
 `{"image": float32 [3,H,W] normalised, <task>: label (tasks.py convention), "meta": {"id": str, "size": (H, W)}}`.
@@ -9,23 +9,16 @@ A reader (NYUDReader, PascalReader, ArrowSplitReader; opened by `readers.open_re
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..runtime import is_main_launch_process
 from .config import DataConfig
 from .info import DatasetInfo, get_dataset_info
 from .readers import open_reader
+from .synthetic import synthetic_cache_dir, synthetic_root
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, to_tensors
 
 __all__ = [
@@ -35,86 +28,10 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------ where data lives
-def _cache_base() -> Path:
-    env = os.environ.get("DEGMIX_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "degmix_tuning"
-
-
-def _synthetic_key(cfg: DataConfig) -> str:
-    """Hash of everything that determines the synthetic files, including the renderer and writer sources."""
-    from . import synthetic_writer
-
-    here = Path(__file__).parent
-    sources = b""
-    for name in ("synthetic_scenes.py", "synthetic_writer.py", "formats.py"):
-        p = here / name
-        sources += p.read_bytes() if p.is_file() else b""
-    scenes_pkg = here / "scenes"
-    if scenes_pkg.is_dir():
-        for p in sorted(scenes_pkg.glob("*.py")):
-            sources += p.read_bytes()
-    params = {"flavour": cfg.dataset, "n": cfg.synthetic_n, "size": list(cfg.synthetic_size),
-              "seed": cfg.synthetic_seed, "val_fraction": cfg.synthetic_val_fraction,
-              "version": synthetic_writer.SYNTHETIC_FORMAT_VERSION}
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode() + hashlib.sha256(sources).digest())
-    h, w = cfg.synthetic_size
-    return f"{cfg.dataset}-n{cfg.synthetic_n}-{h}x{w}-{digest.hexdigest()[:12]}"
-
-
-def synthetic_cache_dir(cfg: DataConfig) -> Path:
-    """`$DEGMIX_CACHE/synthetic/<key>` (default `~/.cache/degmix_tuning/...`), keyed by the synthetic parameters."""
-    return _cache_base() / "synthetic" / _synthetic_key(cfg)
-
-
-@contextlib.contextmanager
-def _rendering_progress(cfg: DataConfig):
-    """A rich bar in a terminal, a line per 10 % otherwise, on the first process only (rendering is done once and
-    cached, but the first time it takes a minute or more with nothing else to show)."""
-    if not is_main_launch_process() or os.environ.get("DEGMIX_NO_PROGRESS") == "1":
-        yield None
-        return
-    what = f"rendering {cfg.synthetic_n} synthetic {cfg.dataset} scenes ({cfg.synthetic_size[0]}x{cfg.synthetic_size[1]})"
-    if sys.stdout.isatty():
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"[degmix-tuning] {what}", total=cfg.synthetic_n)
-            yield lambda done, total: bar.update(task, completed=done)
-        print(f"[degmix-tuning] {what}: done (cached for later runs)")
-        return
-    print(f"[degmix-tuning] {what} (cached for later runs)", flush=True)
-    step = max(1, cfg.synthetic_n // 10)
-    yield lambda done, total: (done % step == 0 or done == total) and print(
-        f"[degmix-tuning] rendered {done}/{total} scenes", flush=True)
-
-
-def _generate_synthetic(cfg: DataConfig, final: Path) -> Path:
-    from .synthetic_writer import write_synthetic_dataset
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        with _rendering_progress(cfg) as progress:
-            write_synthetic_dataset(tmp / "root", n=cfg.synthetic_n, flavour=cfg.dataset, seed=cfg.synthetic_seed,
-                                    size=cfg.synthetic_size, val_fraction=cfg.synthetic_val_fraction,
-                                    progress=progress)
-        try:
-            os.rename(tmp / "root", final)  # atomic: readers never see a half-written root
-        except OSError:
-            if not (final / "synthetic.json").is_file():  # not a concurrent generator winning the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
 def resolve_root(cfg: DataConfig) -> Path:
     """The dataset root to read: the real `cfg.root` (must exist), or the cached synthetic root (generated once)."""
     if cfg.synthetic:
-        final = synthetic_cache_dir(cfg)
-        if (final / "synthetic.json").is_file():
-            return final
-        return _generate_synthetic(cfg, final)
+        return synthetic_root(cfg)
     how = get_dataset_info(cfg.dataset).how_to_get()
     if cfg.root is None:
         raise FileNotFoundError(f"data.root is not set for dataset {cfg.dataset!r}; set data.root=<root>. {how}")
@@ -156,8 +73,9 @@ class DenseDataset(torch.utils.data.Dataset):
             i, (h0, w0) = too_big[0]
             raise ValueError(
                 f"{len(too_big)} sample(s) of this split are larger than {what} {size[0]}x{size[1]}, e.g. "
-                f"{self.reader.ids[i]!r} ({h0}x{w0}, HxW); evaluation never resizes, so set data.crop_size to at least "
-                f"{max(h, size[0])},{max(w, size[1])} (e.g. --set data.crop_size={max(h, size[0])},{max(w, size[1])})")
+                f"{self.reader.ids[i]!r} ({h0}x{w0}, HxW); evaluation never resizes, so set data.crop_size to "
+                f"at least {max(h, size[0])},{max(w, size[1])} "
+                f"(e.g. --set data.crop_size={max(h, size[0])},{max(w, size[1])})")
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:

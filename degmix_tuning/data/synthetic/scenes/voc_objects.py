@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...registry import Registry
+from ....registry import Registry
 from .geometry import rotation_x
 from .materials import material
 from .placement import Placement

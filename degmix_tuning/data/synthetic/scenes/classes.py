@@ -8,7 +8,7 @@ Recipes name what they build ("chair", "pillow", "sky"); a `LabelSet` turns that
 
 from __future__ import annotations
 
-from ..info import NYUD_CLASSES, PASCAL_CLASSES
+from ...info import NYUD_CLASSES, PASCAL_CLASSES
 
 # PASCAL-Context (459 classes) LabelMap ids of every surface the synthetic scenes use.
 CONTEXT_IDS: dict[str, int] = {

@@ -1,4 +1,4 @@
-"""Building blocks of the procedural scene renderer (`degmix_tuning.data.synthetic_scenes` is the entry point).
+"""Building blocks of the procedural scene renderer (`degmix_tuning.data.synthetic.render` is the entry point).
 
 geometry: ray-primitive intersection · camera: pinhole rays · shading / materials: textures and light ·
 raycast: scene description, nearest-hit casting, boundaries · placement: floor plans · furniture, figures,

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...registry import Registry
+from ....registry import Registry
 
 PatternFn = Callable[[np.ndarray, "Material"], np.ndarray]
 PATTERNS: Registry[PatternFn] = Registry("texture pattern")

@@ -1,7 +1,7 @@
 """Write rendered synthetic scenes to disk in EXACTLY the real NYUD-v2 (flavour C) or PASCAL-Context layout.
 
 The real readers then read them, so every test and quick run on synthetic data exercises the same file-reading
-code as a run on the real archives. All encodings go through `formats.py`:
+code as a run on the real archives. All encodings go through `data/formats.py`:
 NYUD: images/<id>.png, segmentation/<id>.png (class v stored as v+1, 0 = unlabeled), depth/<id>.npy (float32 m),
 normals/<id>.png (round((n+1)/2*255)), edge/<id>.png (0/255), gt_sets/{train,val}.txt.
 PASCAL: JPEGImages/<id>.jpg, semseg/VOC12/<id>.png (palettised, 255 = void), pascal-context/trainval/<id>.mat
@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..tasks import IGNORE_INDEX
-from .formats import (
+from ...tasks import IGNORE_INDEX
+from ..formats import (
     PartObject, encode_normals_png, write_label_png, write_mat_array, write_npy, write_parts_anno, write_rgb,
 )
 
@@ -50,9 +50,9 @@ def sample_id(flavour: str, index: int) -> str:
 
 
 def _default_renderer(flavour: str) -> Callable:
-    from . import synthetic_scenes
+    from . import render
 
-    return synthetic_scenes.render_indoor_scene if flavour == "nyud" else synthetic_scenes.render_pascal_scene
+    return render.render_indoor_scene if flavour == "nyud" else render.render_pascal_scene
 
 
 def _check_scene(scene, size: tuple[int, int], where: str, flavour: str) -> None:

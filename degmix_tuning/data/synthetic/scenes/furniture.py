@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ...registry import Registry
+from ....registry import Registry
 from .geometry import rotation_x, rotation_y
 from .materials import material
 from .placement import Placement

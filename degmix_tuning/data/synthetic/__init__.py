@@ -1,0 +1,15 @@
+"""The synthetic stand-in for NYUD-v2 and PASCAL-Context, used when the real data is not at hand (demos, tests).
+
+Procedurally rendered scenes (`render`, built from `scenes/`) are written in exactly the real on-disk layouts
+(`writer`) and read back by the real readers, so a synthetic run exercises the same reading code as a real one.
+`cache` renders a root once per parameter set into `$DEGMIX_CACHE/synthetic/` and reuses it.
+"""
+
+from .cache import synthetic_cache_dir, synthetic_root
+from .render import SCENE_KINDS, SceneArrays, render_indoor_scene, render_pascal_scene, render_scene
+from .writer import FLAVOURS, SYNTHETIC_FORMAT_VERSION, write_synthetic_dataset
+
+__all__ = [
+    "FLAVOURS", "SCENE_KINDS", "SYNTHETIC_FORMAT_VERSION", "SceneArrays", "render_indoor_scene", "render_pascal_scene",
+    "render_scene", "synthetic_cache_dir", "synthetic_root", "write_synthetic_dataset",
+]
