@@ -15,6 +15,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run only where CUDA is present (never required: CI and most contributors have no GPU)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests must never reach the network: any non-loopback connect raises."""

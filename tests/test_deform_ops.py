@@ -279,3 +279,14 @@ def test_whole_head_same_outputs_and_gradients_with_both_impls(monkeypatch, batc
         torch.testing.assert_close(out_gs[t], out_tv[t], atol=1e-10, rtol=0)
     for n in grad_tv:
         torch.testing.assert_close(grad_gs[n], grad_tv[n], atol=1e-10, rtol=1e-10, msg=lambda m: f"{n}: {m}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scale", [0.7, 4.0], ids=["subpixel", "several_pixels"])
+def test_on_cuda_grid_sample_matches_torchvision_in_float64(scale):
+    """The check that decides whether "auto" may pick grid_sample on CUDA too (GRID_SAMPLE_DEVICES is CPU only)."""
+    c, h, w = 8, 11, 14
+    args = [t.cuda() for t in _inputs(2, c, h, w, _random_offsets(2, c, h, w, scale), c_out=6)]
+    _assert_same(_run(deform_conv1x1_grid_sample, *args), _run(deform_conv2d, *args), atol=1e-12)
+    cpu = _run(deform_conv2d, *[t.cpu() for t in args])
+    _assert_same([t.cpu() for t in _run(deform_conv2d, *args)], cpu, atol=1e-12)  # CUDA op = CPU op
