@@ -18,7 +18,7 @@ import numpy as np
 from .scenes.camera import PinholeCamera
 from .scenes.classes import CONTEXT_IDS, NYUD_LABELS, PASCAL_LABELS
 from .scenes.indoor import build_indoor_scene
-from .scenes.outdoor import build_pascal_scene
+from .scenes.pascal_like import build_pascal_scene
 from .scenes.raycast import Scene, boundary_map, cast_rays, shade_image
 from .scenes.shading import Lighting
 

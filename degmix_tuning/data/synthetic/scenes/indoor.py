@@ -275,7 +275,7 @@ def build_indoor_scene(rng: np.random.Generator, size: tuple[int, int], labels: 
 
     camera = PinholeCamera.from_fov(size, rng.uniform(55.0, 70.0), (cam_x, cam_y, cam_z),
                                     **_aim(rng, np.array([cam_x, cam_y, cam_z]), layout.targets, x_size, z_size))
-    lighting = _room_lights(scene, rng, x_size, z_size, height)
+    lighting = room_lights(scene, rng, x_size, z_size, height)
     return scene, camera, lighting
 
 
@@ -298,7 +298,8 @@ def _aim(rng: np.random.Generator, eye: np.ndarray, targets: list[np.ndarray], x
             "roll": float(np.clip(rng.normal(0, 0.03), -0.08, 0.08))}
 
 
-def _room_lights(scene: Scene, rng: np.random.Generator, x_size: float, z_size: float, height: float) -> Lighting:
+def room_lights(scene: Scene, rng: np.random.Generator, x_size: float, z_size: float, height: float) -> Lighting:
+    """1-2 ceiling lights of one random warmth plus ambient light (also lights the PASCAL-like rooms)."""
     warmth = rng.uniform(-1, 1)
     tint = np.array([1.0 + 0.08 * warmth, 1.0, 1.0 - 0.15 * warmth])
     lights = []

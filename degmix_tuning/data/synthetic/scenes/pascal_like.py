@@ -13,7 +13,7 @@ from .camera import PinholeCamera
 from .classes import LabelSet
 from .figures import add_person
 from .geometry import Box, Cylinder, Ellipsoid, Plane, SkyDome, rotation_y
-from .indoor import RoomLayout, _room_lights, add_room_shell, room_walls
+from .indoor import RoomLayout, room_lights, add_room_shell, room_walls
 from .materials import material
 from .placement import FloorPlan, Footprint, Placement
 from .raycast import Scene
@@ -161,4 +161,4 @@ def build_pascal_scene(rng: np.random.Generator, size: tuple[int, int],
         if rng.random() < 0.5:
             layout.place_on_wall(name)
     layout.decorate_supports(("bottle", "monitor", "small plant", "vase", "books", "bottle"))
-    return scene, camera, _room_lights(scene, rng, x_size, z_size, height)
+    return scene, camera, room_lights(scene, rng, x_size, z_size, height)
