@@ -418,7 +418,7 @@ def test_resolve_root_generates_synthetic_once_into_the_cache(tmp_path, monkeypa
         resolve_root(DataConfig(dataset="pascal", root=str(tmp_path / "missing")))
 
 
-def test_one_reader_factory_reads_each_dataset_through_its_registered_reader(tmp_path):
+def test_one_reader_factory_reads_each_dataset_through_its_registered_reader(tmp_path, monkeypatch):
     import json
 
     from degmix_tuning.data import DataConfig, get_dataset_info, open_reader
@@ -436,6 +436,13 @@ def test_one_reader_factory_reads_each_dataset_through_its_registered_reader(tmp
     assert reader.normals_context_ids.tolist() == [0, 5]  # the config's option reached the reader
     with pytest.raises(KeyError, match="nyud"):
         reader_class("nyudv2")  # unknown names get close matches
+    from dataclasses import replace
+
+    from degmix_tuning.data.info import DATASETS_INFO
+
+    plugin = replace(get_dataset_info("nyud"), name="plugin_set", reader="degmix_tuning.data.nyud:NYUDReader")
+    monkeypatch.setitem(DATASETS_INFO._items, "plugin_set", plugin)  # a plugin's absolute "module:Class"
+    assert reader_class("plugin_set") is NYUDReader
     for name in ("nyud", "pascal"):  # one "how to get it" text per dataset, naming the check and the stand-in
         text = get_dataset_info(name).how_to_get()
         assert f"data validate --dataset {name}" in text and "--synthetic" in text

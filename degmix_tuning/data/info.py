@@ -18,7 +18,7 @@ class DatasetInfo:
     edge_pos_weight: float = 0.95
     edge_tolerance: float = 0.0075  # SEISM maxDist, fraction of the image diagonal
     class_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    reader: str = ""  # "module:Class" inside degmix_tuning.data of the file reader (see readers.open_reader)
+    reader: str = ""  # "module:Class" of the file reader, ".module" = inside degmix_tuning.data (readers.reader_class)
     get_it: str = ""  # where the real archive comes from and how it must be unpacked (every missing-data message)
 
     def how_to_get(self) -> str:
@@ -54,7 +54,7 @@ DATASETS_INFO: Registry[DatasetInfo] = Registry("dataset")
 DATASETS_INFO.register("nyud", DatasetInfo(
     name="nyud", tasks=("semseg", "depth", "normals", "edge"), default_tasks=("semseg", "depth"),
     crop_size=(425, 560), num_classes={"semseg": 40}, edge_pos_weight=0.8, edge_tolerance=0.011,
-    class_names={"semseg": NYUD_CLASSES}, reader="nyud:NYUDReader",
+    class_names={"semseg": NYUD_CLASSES}, reader=".nyud:NYUDReader",
     get_it=("Get the multi-task NYUD-v2 archive (ATRC/InvPT 'NYUDv2.tar.gz' = flavour C, or MTI-Net 'NYUD_MT.tgz' = "
             "flavour B) and unpack it so that <root>/{images,segmentation,depth,normals,edge} and "
             "<root>/gt_sets/train.txt exist"),
@@ -63,7 +63,7 @@ DATASETS_INFO.register("pascal", DatasetInfo(
     name="pascal", tasks=("semseg", "human_parts", "sal", "normals", "edge"),
     default_tasks=("semseg", "human_parts", "sal", "normals"), crop_size=(512, 512),
     num_classes={"semseg": 21, "human_parts": 7, "sal": 2}, edge_pos_weight=0.95, edge_tolerance=0.0075,
-    class_names={"semseg": PASCAL_CLASSES, "human_parts": HUMAN_PART_CLASSES}, reader="pascal:PascalReader",
+    class_names={"semseg": PASCAL_CLASSES, "human_parts": HUMAN_PART_CLASSES}, reader=".pascal:PascalReader",
     get_it=("Get the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net 'PASCAL_MT.tgz') "
             "and unpack it so that <root>/{JPEGImages,semseg,human_parts,sal_distill,normals_distill,pascal-context} "
             "and <root>/ImageSets/Context/train.txt exist"),

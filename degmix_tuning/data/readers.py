@@ -1,6 +1,6 @@
 """The one reader factory: every caller that needs raw samples (datasets, `data to-arrow`) opens them here.
 
-Which class reads a dataset's files lives on its `DatasetInfo` ("module:Class" in this package), as does the text
+Which class reads a dataset's files lives on its `DatasetInfo` ("module:Class"), as does the text
 telling a user how to get the data; a reader class builds itself from a `DataConfig` (`from_config`), so adding a
 dataset is one reader module and one `DatasetInfo` registration, with no branch on dataset names here.
 """
@@ -16,9 +16,11 @@ from .info import get_dataset_info
 
 
 def reader_class(dataset: str) -> type:
-    """The file-reader class registered for `dataset` (KeyError with close matches for an unknown name)."""
+    """The file-reader class registered for `dataset` (KeyError with close matches for an unknown name).
+    `DatasetInfo.reader` is "module:Class": ".nyud:NYUDReader" inside this package, or an absolute module of a
+    plugin ("my_pkg.readers:MyReader")."""
     module, _, name = get_dataset_info(dataset).reader.partition(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return getattr(importlib.import_module(module, __package__), name)
 
 
 def open_reader(cfg: DataConfig, split: str, tasks: Sequence[str] | None = None, root: str | Path | None = None):
