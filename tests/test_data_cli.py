@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_data_readers import fake_indoor_scene, fake_pascal_scene
 
 from degmix_tuning.cli import main
@@ -84,6 +85,20 @@ def test_validate_pascal_reports_each_file(tmp_path):
     assert any(f"trainval/{ids[0]}.mat: unreadable .mat" in p for p in report.problems)
     assert any(f"sal_distill/{ids[1]}.png" in p for p in report.problems)
     assert any("share 1 ids" in p for p in report.problems)
+
+
+def test_validate_pascal_layout_problems_and_unknown_dataset(tmp_path):
+    root = write_synthetic_dataset(tmp_path / "p", n=4, flavour="pascal", seed=0, size=(24, 32),
+                                   render_fn=fake_pascal_scene)
+    (root / "semseg/VOC12").rename(root / "semseg/other")
+    (root / "pascal-context/trainval").rename(root / "pascal-context/elsewhere")
+    report = validate_root("pascal", root)
+    assert [p.split(": ", 1)[1] for p in report.problems] == [
+        "needs a VOC12/ or pascal-context/ subfolder", "folder for edge is missing",
+        "LabelMap folder is missing (the normals mask needs it)"]
+    assert report.checked == {"train": 3, "val": 1}  # human_parts and sal are still checked file by file
+    with pytest.raises(KeyError, match="Did you mean 'nyud'.*nyud, pascal"):
+        validate_root("nyu", root)
 
 
 def test_validate_missing_root_exits_1(tmp_path, capsys):

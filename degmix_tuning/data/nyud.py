@@ -66,6 +66,8 @@ class NYUDReader:
     """Reads one split of a NYUD-v2 root into raw numpy samples (see module docstring for the encodings)."""
 
     dataset = "nyud"
+    TASKS = NYUD_TASKS
+    FOLDERS = NYUD_FOLDERS
 
     def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = NYUD_TASKS, format: str = "auto"):
         self.root = Path(root)
@@ -85,12 +87,47 @@ class NYUDReader:
                 raise FileNotFoundError(f"{folder}: folder is missing from the NYUD-v2 root (needed for {key}). "
                                         f"{NYUD_GET_IT}")
         self.flavour = detect_nyud_flavour(self.root) if fmt == "auto" else fmt
-        self.ids = read_split_ids(self.root / "gt_sets" / f"{split}.txt")
+        self.ids = read_split_ids(self.split_file(self.root, split))
 
     @classmethod
     def from_config(cls, root: str | Path, split: str, tasks: Sequence[str], cfg) -> "NYUDReader":
         """The reader a `DataConfig` asks for (its `format`)."""
         return cls(root, split, tasks, format=cfg.format)
+
+    # --------------------------------------------------- what `data validate` asks of every reader class
+    @staticmethod
+    def split_file(root: str | Path, split: str) -> Path:
+        """Where the id list of `split` lives."""
+        return Path(root) / "gt_sets" / f"{split}.txt"
+
+    @staticmethod
+    def folder_problem(root: str | Path, task: str) -> str | None:
+        """What is wrong with `task`'s existing folder: nothing can be, NYUD-v2 folders hold the files directly."""
+        return None
+
+    @staticmethod
+    def unmet_needs(root: str | Path, tasks: Sequence[str]) -> dict[str, str]:
+        """Tasks (-> problem) that also need another task's folder and it is missing: none, each label stands alone."""
+        return {}
+
+    @staticmethod
+    def flavour_of(root: str | Path, format: str = "auto") -> str:
+        """The archive flavour (A/B/C) `format` names; "auto" detects it from the files, raising if it cannot."""
+        return detect_nyud_flavour(root) if format.lower() == "auto" else format.upper()
+
+    @classmethod
+    def for_validation(cls, root: str | Path, split: str, tasks: Sequence[str], *, flavour: str | None,
+                       normals_context_ids=None) -> "NYUDReader":
+        """The reader that checks a split, in the flavour found by `flavour_of` (normals ids are PASCAL's)."""
+        return cls(root, split, tasks, format=flavour)
+
+    def read_shared(self, sample_id: str, tasks: Sequence[str], image_shape: tuple[int, int] | None) -> None:
+        """The file several labels of a sample are derived from: none, each NYUD-v2 label has its own file."""
+
+    def read_label_to_check(self, sample_id: str, task: str, image_shape: tuple[int, int] | None,
+                            shared: None) -> np.ndarray:
+        """`task`'s decoded label, for `data validate` to compare with the image."""
+        return self.read_label(sample_id, task)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -76,6 +76,9 @@ class PascalReader:
     """Reads one split of a PASCAL-Context multi-task root into raw numpy samples (see the module docstring)."""
 
     dataset = "pascal"
+    TASKS = PASCAL_TASKS
+    FOLDERS = PASCAL_FOLDERS
+    SEMSEG_SUBFOLDERS = ("VOC12", "pascal-context")  # semseg/<sub>/<id>.png, the first one holding the id is used
 
     def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = PASCAL_TASKS,
                  normals_context_ids: Iterable[int] | None = None):
@@ -95,11 +98,11 @@ class PascalReader:
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: folder is missing from the PASCAL-Context root (needed for "
                                         f"{'the LabelMap' if key == 'edge' else key}). {PASCAL_GET_IT}")
-        semseg_dirs = [self.root / "semseg" / s for s in ("VOC12", "pascal-context")]
+        semseg_dirs = [self.root / "semseg" / s for s in self.SEMSEG_SUBFOLDERS]
         if "semseg" in self.tasks and not any(d.is_dir() for d in semseg_dirs):
             raise FileNotFoundError(f"{self.root / 'semseg'}: needs a VOC12/ or pascal-context/ subfolder of PNGs. "
                                     f"{PASCAL_GET_IT}")
-        self.ids = read_split_ids(self.root / "ImageSets" / "Context" / f"{split}.txt")
+        self.ids = read_split_ids(self.split_file(self.root, split))
 
     @classmethod
     def from_config(cls, root: str | Path, split: str, tasks: Sequence[str], cfg) -> "PascalReader":
@@ -111,6 +114,62 @@ class PascalReader:
             if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
                 raise ValueError(f"{path}: expected a JSON list of integer PASCAL-Context ids")
         return cls(root, split, tasks, normals_context_ids=ids)
+
+    # --------------------------------------------------- what `data validate` asks of every reader class
+    @staticmethod
+    def split_file(root: str | Path, split: str) -> Path:
+        """Where the id list of `split` lives."""
+        return Path(root) / "ImageSets" / "Context" / f"{split}.txt"
+
+    @classmethod
+    def folder_problem(cls, root: str | Path, task: str) -> str | None:
+        """What is wrong with `task`'s existing folder: semseg's PNGs must sit in a VOC12/ or pascal-context/ one."""
+        folder = Path(root) / cls.FOLDERS[task]
+        if task == "semseg" and not any((folder / s).is_dir() for s in cls.SEMSEG_SUBFOLDERS):
+            return f"{folder}: needs a VOC12/ or pascal-context/ subfolder"
+        return None
+
+    @classmethod
+    def unmet_needs(cls, root: str | Path, tasks: Sequence[str]) -> dict[str, str]:
+        """Tasks (-> problem) that also need another task's folder and it is missing: normals need the LabelMap."""
+        label_maps = Path(root) / cls.FOLDERS["edge"]
+        if "normals" in tasks and not label_maps.is_dir():
+            return {"normals": f"{label_maps}: LabelMap folder is missing (the normals mask needs it)"}
+        return {}
+
+    @staticmethod
+    def flavour_of(root: str | Path, format: str = "auto") -> None:
+        """None: PASCAL-Context archives have one layout (`format` picks a NYUD-v2 flavour)."""
+
+    @classmethod
+    def for_validation(cls, root: str | Path, split: str, tasks: Sequence[str], *, flavour: str | None = None,
+                       normals_context_ids: Iterable[int] | None = None) -> "PascalReader":
+        """The reader that checks a split, masking normals with `normals_context_ids` (there is no flavour)."""
+        return cls(root, split, tasks, normals_context_ids=normals_context_ids)
+
+    def read_shared(self, sample_id: str, tasks: Sequence[str],
+                    image_shape: tuple[int, int] | None) -> np.ndarray | None:
+        """The LabelMap that edge and normals are derived from (None if neither is checked), read once per sample;
+        raises if it is unreadable or not the image's size, so a broken one is reported once."""
+        if "edge" not in tasks and "normals" not in tasks:
+            return None
+        label_map = self.read_label_map(sample_id)
+        if image_shape is not None and label_map.shape != tuple(image_shape):
+            raise DataFileError(self.label_map_path(sample_id), f"LabelMap is {label_map.shape[0]}x"
+                                f"{label_map.shape[1]} but the image is {image_shape[0]}x{image_shape[1]}")
+        return label_map
+
+    def read_label_to_check(self, sample_id: str, task: str, image_shape: tuple[int, int] | None,
+                            shared: np.ndarray | None) -> np.ndarray | None:
+        """`task`'s decoded label, for `data validate` to compare with the image; None when nothing is left to check:
+        edge is the LabelMap (checked by `read_shared`), human_parts needs the image size, and normals without a
+        LabelMap can only have their own file read."""
+        if task == "edge" or (task == "human_parts" and image_shape is None):
+            return None
+        if task == "normals" and shared is None:
+            read_rgb_label(self.path(sample_id, task))
+            return None
+        return self.read_label(sample_id, task, image_shape=image_shape, label_map=shared)
 
     def __len__(self) -> int:
         return len(self.ids)

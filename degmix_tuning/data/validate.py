@@ -12,8 +12,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .formats import read_rgb_label, read_split_ids
+from .formats import read_split_ids
 from .info import get_dataset_info
+from .readers import reader_class
 
 _EXPECTED_ERRORS = (FileNotFoundError, ValueError, KeyError, OSError)
 
@@ -37,80 +38,41 @@ def _msg(exc: BaseException) -> str:
     return exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-def _split_file(dataset: str, root: Path, split: str) -> Path:
-    return root / ("gt_sets" if dataset == "nyud" else "ImageSets/Context") / f"{split}.txt"
-
-
 def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("train", "val"),
                   tasks: Sequence[str] | None = None, format: str = "auto",
                   normals_context_ids: Iterable[int] | None = None, limit: int | None = None,
                   progress: Callable[[str], None] | None = None) -> ValidationReport:
-    """Read every file of every listed id (up to `limit` per split) and collect all problems."""
-    from .nyud import NYUD_FOLDERS, NYUD_GET_IT, NYUD_TASKS, NYUDReader, detect_nyud_flavour
-    from .pascal import PASCAL_FOLDERS, PASCAL_GET_IT, PASCAL_TASKS, PascalReader
+    """Read every file of every listed id (up to `limit` per split) and collect all problems.
 
+    What differs between datasets (folders, split lists, layout quirks, derived labels) is asked of the dataset's
+    reader class, so this reads the same for every dataset."""
+    reader_cls = reader_class(dataset)  # KeyError naming the known datasets
     root = Path(root)
     report = ValidationReport(dataset=dataset, root=root)
-    if dataset not in ("nyud", "pascal"):
-        raise KeyError(f"unknown dataset {dataset!r}; use nyud or pascal")
-    all_tasks, folders, get_it = ((NYUD_TASKS, NYUD_FOLDERS, NYUD_GET_IT) if dataset == "nyud"
-                                  else (PASCAL_TASKS, PASCAL_FOLDERS, PASCAL_GET_IT))
-    tasks = tuple(tasks or all_tasks)
-    bad_tasks = [t for t in tasks if t not in all_tasks]
+    tasks = tuple(tasks or reader_cls.TASKS)
+    bad_tasks = [t for t in tasks if t not in reader_cls.TASKS]
     if bad_tasks:
-        raise KeyError(f"{dataset} has no task(s) {bad_tasks}; it has {', '.join(all_tasks)}")
+        raise KeyError(f"{dataset} has no task(s) {bad_tasks}; it has {', '.join(reader_cls.TASKS)}")
     if not root.is_dir():
-        report.problems.append(f"{root}: dataset root does not exist. {get_it}")
+        report.problems.append(f"{root}: dataset root does not exist. {get_dataset_info(dataset).how_to_get()}")
+        return report
+    image_folder = root / reader_cls.FOLDERS["image"]
+    if not image_folder.is_dir():
+        report.problems.append(f"{image_folder}: image folder is missing")
+        return report
+    present = _present_tasks(reader_cls, root, tasks, report)
+    try:
+        report.flavour = reader_cls.flavour_of(root, format)
+    except _EXPECTED_ERRORS as exc:
+        report.problems.append(_msg(exc))
         return report
 
-    # folders: a missing one is one problem, and its files are not checked one by one
-    if not (root / folders["image"]).is_dir():
-        report.problems.append(f"{root / folders['image']}: image folder is missing")
-        return report
-    present = []
-    for task in tasks:
-        folder = root / folders[task]
-        if not folder.is_dir():
-            report.problems.append(f"{folder}: folder for {task} is missing")
-        elif task == "semseg" and dataset == "pascal" and not any(
-                (folder / s).is_dir() for s in ("VOC12", "pascal-context")):
-            report.problems.append(f"{folder}: needs a VOC12/ or pascal-context/ subfolder")
-        else:
-            present.append(task)
-    if dataset == "pascal" and "normals" in present and not (root / folders["edge"]).is_dir():
-        report.problems.append(f"{root / folders['edge']}: LabelMap folder is missing (the normals mask needs it)")
-        present.remove("normals")
-
-    if dataset == "nyud":
-        try:
-            report.flavour = detect_nyud_flavour(root) if format.lower() == "auto" else format.upper()
-        except _EXPECTED_ERRORS as exc:
-            report.problems.append(_msg(exc))
-            return report
-
-    # split lists
-    split_ids: dict[str, list[str]] = {}
-    for split in splits:
-        try:
-            split_ids[split] = read_split_ids(_split_file(dataset, root, split))
-        except _EXPECTED_ERRORS as exc:
-            report.problems.append(_msg(exc))
-    names = list(split_ids)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            shared = sorted(set(split_ids[a]) & set(split_ids[b]))
-            if shared:
-                report.problems.append(f"splits {a!r} and {b!r} share {len(shared)} ids (e.g. {shared[:3]}); "
-                                       f"train and val must be disjoint")
-
-    for split, ids in split_ids.items():
-        if dataset == "nyud":
-            reader = NYUDReader(root, split, present, format=report.flavour)
-        else:
-            reader = PascalReader(root, split, present, normals_context_ids=normals_context_ids)
+    for split, ids in _read_splits(reader_cls, root, splits, report).items():
+        reader = reader_cls.for_validation(root, split, present, flavour=report.flavour,
+                                           normals_context_ids=normals_context_ids)
         n = len(ids) if limit is None else min(limit, len(ids))
         for k, sample_id in enumerate(ids[:n]):
-            _check_sample(reader, dataset, split, sample_id, present, report)
+            _check_sample(reader, split, sample_id, present, report)
             if progress and (k + 1) % 200 == 0:
                 progress(f"{split}: checked {k + 1}/{n}")
         report.checked[split] = n
@@ -123,8 +85,42 @@ def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("trai
     return report
 
 
-def _check_sample(reader, dataset: str, split: str, sample_id: str, tasks: Sequence[str],
-                  report: ValidationReport) -> None:
+def _present_tasks(reader_cls, root: Path, tasks: Sequence[str], report: ValidationReport) -> list[str]:
+    """The tasks whose files can be checked; a missing or malformed folder is one problem, not one per file."""
+    present = []
+    for task in tasks:
+        folder = root / reader_cls.FOLDERS[task]
+        problem = (f"{folder}: folder for {task} is missing" if not folder.is_dir()
+                   else reader_cls.folder_problem(root, task))
+        if problem:
+            report.problems.append(problem)
+        else:
+            present.append(task)
+    for task, problem in reader_cls.unmet_needs(root, present).items():
+        report.problems.append(problem)
+        present.remove(task)
+    return present
+
+
+def _read_splits(reader_cls, root: Path, splits: Sequence[str], report: ValidationReport) -> dict[str, list[str]]:
+    """The ids of each readable split list; unreadable lists and ids shared by two splits are problems."""
+    split_ids: dict[str, list[str]] = {}
+    for split in splits:
+        try:
+            split_ids[split] = read_split_ids(reader_cls.split_file(root, split))
+        except _EXPECTED_ERRORS as exc:
+            report.problems.append(_msg(exc))
+    names = list(split_ids)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(set(split_ids[a]) & set(split_ids[b]))
+            if shared:
+                report.problems.append(f"splits {a!r} and {b!r} share {len(shared)} ids (e.g. {shared[:3]}); "
+                                       f"train and val must be disjoint")
+    return split_ids
+
+
+def _check_sample(reader, split: str, sample_id: str, tasks: Sequence[str], report: ValidationReport) -> None:
     where = f"[{split} {sample_id}]"
     shape = None
     try:
@@ -134,40 +130,21 @@ def _check_sample(reader, dataset: str, split: str, sample_id: str, tasks: Seque
     except _EXPECTED_ERRORS as exc:
         report.problems.append(f"{where} {_msg(exc)}")
 
-    label_map = None
-    label_map_failed = False
-    if dataset == "pascal" and ("edge" in tasks or "normals" in tasks):
-        try:
-            label_map = reader.read_label_map(sample_id)
-            if shape is not None and label_map.shape != tuple(shape):
-                report.problems.append(f"{where} {reader.label_map_path(sample_id)}: LabelMap is "
-                                       f"{label_map.shape[0]}x{label_map.shape[1]} but the image is "
-                                       f"{shape[0]}x{shape[1]}")
-                label_map_failed = True
-        except _EXPECTED_ERRORS as exc:
-            report.problems.append(f"{where} {_msg(exc)}")
-            label_map_failed = True
+    shared = None  # a file several labels derive from (PASCAL's LabelMap); None when there is none or it is broken
+    try:
+        shared = reader.read_shared(sample_id, tasks, shape)
+    except _EXPECTED_ERRORS as exc:
+        report.problems.append(f"{where} {_msg(exc)}")
 
     for task in tasks:
         path = reader.path(sample_id, task)
-        if dataset == "pascal" and task == "edge":
-            continue  # the edge label is derived from the LabelMap, checked above
-        if dataset == "pascal" and task == "normals" and label_map_failed:
-            try:
-                read_rgb_label(path)  # still report a broken normals file on its own
-            except _EXPECTED_ERRORS as exc:
-                report.problems.append(f"{where} {_msg(exc)}")
-            continue
         try:
-            if dataset == "pascal":
-                if task == "human_parts" and shape is None:
-                    continue  # needs the image size; the image problem is already listed
-                label = reader.read_label(sample_id, task, image_shape=shape, label_map=label_map)
-            else:
-                label = reader.read_label(sample_id, task)
+            label = reader.read_label_to_check(sample_id, task, shape, shared)
         except _EXPECTED_ERRORS as exc:
             report.problems.append(f"{where} {_msg(exc)}")
             continue
+        if label is None:
+            continue  # nothing (more) to check for this task, e.g. a label derived from `shared`
         if shape is not None and tuple(label.shape[:2]) != tuple(shape):
             report.problems.append(f"{where} {path}: {task} label is {label.shape[0]}x{label.shape[1]} (HxW) but "
                                    f"the image is {shape[0]}x{shape[1]}")
