@@ -247,6 +247,20 @@ def test_dynamic_matching_on_geometric_graphs_with_long_augmenting_paths():
             assert matcher.certificate_errors() == []
 
 
+def test_matcher_works_where_numba_has_no_writable_cache_folder():
+    """Read-only site-packages and HOME: numba finds no cache locator and would refuse `cache=True` at import."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
+            "import numba.core.caching as caching; caching.CacheImpl._locator_classes = []\n"
+            "from degmix_tuning.metrics.matching import DynamicMatching\n"
+            "print(DynamicMatching([0, 2, 3], [0, 1, 1], 2).update([], [0, 1]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == "2", run.stderr
+    assert "no writable cache folder" in run.stderr and "NUMBA_CACHE_DIR" in run.stderr
+
+
 def test_matching_fast_on_contour_graph_that_stalls_scipy():
     # a thinned prediction running along a GT contour on a 425x560 image: on graphs built like this one (same
     # image, thresholds 0.69-0.71) scipy 1.17's maximum_bipartite_matching took 11-120 s (scipy issue #26147).

@@ -25,6 +25,8 @@ entries per image, which costs nanoseconds per entry compiled and far more as nu
 
 from __future__ import annotations
 
+import logging
+
 import numba
 import numpy as np
 import scipy.sparse
@@ -32,7 +34,21 @@ import scipy.sparse
 _DEAD, _LIVE, _COVERED = 0, 1, 2  # vertex states: switched off (right only) / live outside C / live in C
 
 
-@numba.njit(cache=True, nogil=True)
+def _compiled(function):
+    """numba.njit with its on-disk cache (next to this file, else the user cache folder); where numba finds no
+    writable folder for it, compiled in each process instead (~1 s), said once on the package's logger."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as exc:
+        if "cannot cache" not in str(exc):
+            raise
+        logging.getLogger("degmix_tuning").info(
+            "boundary metric: numba has no writable cache folder (set NUMBA_CACHE_DIR to one to keep the compiled "
+            "matcher); compiling it in this process")
+        return numba.njit(nogil=True)(function)
+
+
+@_compiled
 def _repair(indptr, indices, num_left, match, state, mark, parent, queue, reached, removed, added, defects, epoch):
     """Apply one update in place and repair its defects; returns (True, change of the matching size, last epoch),
     or (False, 0, epoch) without any change when an id is repeated, out of range, or not currently on (removed) /
