@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     parser.epilog = ("--import MODULE (any position, repeatable) imports a module that registers backbones first; "
-                     "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error (2 in `train`), 3 diverged, "
-                     "130 interrupted.")
+                     "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error (2 in `train`), "
+                     "3 diverged, 130 interrupted.")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+
     def run() -> int:
         if modules:
             from .backbones import import_plugins
@@ -84,6 +85,7 @@ def run_mapping_errors(run, label: str, context: str, debug: bool) -> int:
             raise
         print(f"{label}: error: {user_message(exc) or exc or 'interrupted'}", file=sys.stderr)
         return code
+
 
 if __name__ == "__main__":
     sys.exit(main())

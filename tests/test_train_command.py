@@ -28,8 +28,8 @@ def test_train_subcommand_trains_exactly_what_the_recipe_trains(tmp_path, synthe
     via_cli, via_recipe = (load_file(tmp_path / name / "adapter.safetensors") for name in ("cli", "recipe"))
     assert via_cli.keys() == via_recipe.keys() and len(via_cli) > 10
     assert all(torch.equal(via_cli[k], via_recipe[k]) for k in via_cli)
-    untrained = ExperimentConfig.load(config)
-    assert ExperimentConfig.load(tmp_path / "cli" / "config.json").train.max_steps == untrained.train.max_steps
+    given = ExperimentConfig.load(config)
+    assert ExperimentConfig.load(tmp_path / "cli" / "config.json").train.max_steps == given.train.max_steps
 
 
 @pytest.mark.parametrize("entry", ["cli", "recipe"])

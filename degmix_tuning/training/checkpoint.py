@@ -64,8 +64,6 @@ def _adapter_payload(model: nn.Module, config: dict, extra: dict | None) -> tupl
     return state, meta
 
 
-
-
 def _not_in_adapter(model: nn.Module, adapter_state: dict) -> dict[str, torch.Tensor]:
     """The model's tensors that the adapter file does not hold: the frozen weights a reload has to rebuild."""
     return {k: v for k, v in model.state_dict().items() if k not in adapter_state}
@@ -149,7 +147,7 @@ def load_adapter_state(model: nn.Module, tensors: dict[str, torch.Tensor], meta:
     """Load an adapter's tensors into a model built from its config, after checking that they fit exactly and that
     the model's frozen part is the one the adapter was trained on (same architecture always; same weights unless
     `allow_backbone_mismatch`, which warns). Used by `load_tuned` and by resuming from a checkpoint."""
-    mismatch = key_mismatch(model, tensors)
+    mismatch = key_mismatch(trainable_state(model), tensors)
     if mismatch:
         raise ValueError(f"adapter {str(path)!r} does not fit the rebuilt model: {mismatch}")
     rebuilt = _not_in_adapter(model, tensors)

@@ -6,10 +6,12 @@ Precedence: dataclass defaults < `--config run.json` < `--synthetic` demo settin
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # the config classes (and torch behind them) are imported where used: `degmix-tuning --help` stays instant
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
 
 # A short CPU demo on the built-in synthetic scenes; every value is saved in the run's config.json. No zoom
 # augmentation: zooming divides the depth labels by the zoom, which a few hundred steps cannot learn to undo (with it,

@@ -7,6 +7,8 @@ backbone). A frozen backbone is rebuilt from its config and weights, never store
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -30,25 +32,24 @@ def _is_statistic(name: str) -> bool:
     return leaf.startswith("running_") or "num_batches" in leaf
 
 
-@torch.no_grad()
-def key_mismatch(model: nn.Module, state: dict[str, Tensor]) -> str | None:
-    """"missing [...], unexpected [...]" (first five of each) when `state`'s keys are not exactly the model's
-    trainable-state keys, else None: the one key check, each caller words its own error around it."""
-    target = trainable_state(model)
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+def key_mismatch(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> str | None:
+    """"missing [...], unexpected [...]" (first five of each) when `state`'s keys are not exactly `expected`'s (a
+    `trainable_state`), else None: the one key check, each caller words its own error around it."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if not (missing or unexpected):
         return None
     return (f"missing {missing[:5]}{'...' * (len(missing) > 5)}, "
             f"unexpected {unexpected[:5]}{'...' * (len(unexpected) > 5)}")
 
 
+@torch.no_grad()
 def load_trainable_state(model: nn.Module, state: dict[str, Tensor]) -> None:
     """Copy `state` into the model's trainable state (`trainable_state` keys); keys and shapes must match exactly."""
-    mismatch = key_mismatch(model, state)
+    target = trainable_state(model)
+    mismatch = key_mismatch(target, state)
     if mismatch:
         raise KeyError(f"trainable state does not fit the model: {mismatch} (was it saved from the same backbone, "
                        "tasks and tuning config?)")
-    target = trainable_state(model)
     for n, t in target.items():
         if state[n].shape != t.shape:
             raise ValueError(f"trainable state {n!r} has shape {tuple(state[n].shape)}, the model {tuple(t.shape)}")
