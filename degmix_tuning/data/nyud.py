@@ -86,7 +86,7 @@ class NYUDReader:
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: folder is missing from the NYUD-v2 root (needed for {key}). "
                                         f"{NYUD_GET_IT}")
-        self.flavour = detect_nyud_flavour(self.root) if fmt == "auto" else fmt
+        self.flavour = self.flavour_of(self.root, fmt)
         self.ids = read_split_ids(self.split_file(self.root, split))
 
     @classmethod

@@ -98,10 +98,9 @@ class PascalReader:
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: folder is missing from the PASCAL-Context root (needed for "
                                         f"{'the LabelMap' if key == 'edge' else key}). {PASCAL_GET_IT}")
-        semseg_dirs = [self.root / "semseg" / s for s in self.SEMSEG_SUBFOLDERS]
-        if "semseg" in self.tasks and not any(d.is_dir() for d in semseg_dirs):
-            raise FileNotFoundError(f"{self.root / 'semseg'}: needs a VOC12/ or pascal-context/ subfolder of PNGs. "
-                                    f"{PASCAL_GET_IT}")
+        problem = self.folder_problem(self.root, "semseg") if "semseg" in self.tasks else None
+        if problem:
+            raise FileNotFoundError(f"{problem} of PNGs. {PASCAL_GET_IT}")
         self.ids = read_split_ids(self.split_file(self.root, split))
 
     @classmethod
