@@ -6,8 +6,20 @@ Procedurally rendered scenes (`render`, built from `scenes/`) are written in exa
 """
 
 from .cache import synthetic_cache_dir, synthetic_root
-from .render import SCENE_KINDS, SceneArrays, render_indoor_scene, render_pascal_scene, render_scene
 from .writer import FLAVOURS, SYNTHETIC_FORMAT_VERSION, write_synthetic_dataset
+
+_RENDER_NAMES = ("SCENE_KINDS", "SceneArrays", "render_indoor_scene", "render_pascal_scene", "render_scene")
+
+
+def __getattr__(name: str):
+    """The renderer's names, imported on first use: the scene modules cost ~70 ms, which `import degmix_tuning.data`
+    (real data included) should not pay."""
+    if name in _RENDER_NAMES:
+        from . import render
+
+        return getattr(render, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FLAVOURS", "SCENE_KINDS", "SYNTHETIC_FORMAT_VERSION", "SceneArrays", "render_indoor_scene", "render_pascal_scene",
