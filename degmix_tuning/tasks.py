@@ -1,6 +1,8 @@
 """Dense prediction tasks: output channels, label conventions, the official losses and post-processing.
 
 Every task is a `TaskSpec` registered in `TASKS`; adding a task is one `TaskSpec` and one `register_task` call.
+A loss function takes ``(output, label, *, per_image=False, **kwargs)``: it returns the mean over the batch's valid
+pixels, or with ``per_image=True`` a ``[B]`` tensor of per-image means (0 for an image without valid pixels).
 Label conventions (what datasets return and losses/metrics read):
 
 - ``semseg`` / ``human_parts`` / ``sal``: int64 ``[B, H, W]`` class ids, 255 = ignore.
@@ -29,52 +31,58 @@ def _valid_mask(label: Tensor) -> Tensor:
     return label != IGNORE_INDEX
 
 
-def cross_entropy_loss(logits: Tensor, label: Tensor, **_) -> Tensor:
+def _mean_over_valid(per_pixel: Tensor, valid: Tensor, per_image: bool) -> Tensor:
+    """Sum over valid pixels / their count: pooled over the batch (a scalar), or per image (``[B]``).
+
+    No valid pixel gives 0 (as the official ``loss.sum() / max(n_valid, 1)``): a person-free image adds nothing to
+    the parts loss yet still counts as an image. Ignored pixels are selected away, never multiplied by 0.
+    """
+    per_pixel = torch.where(valid, per_pixel, torch.zeros((), dtype=per_pixel.dtype, device=per_pixel.device))
+    dims = tuple(range(1, per_pixel.dim())) if per_image else tuple(range(per_pixel.dim()))
+    return per_pixel.sum(dims) / valid.sum(dims).clamp_min(1).to(per_pixel.dtype)
+
+
+def cross_entropy_loss(logits: Tensor, label: Tensor, *, per_image: bool = False, **_) -> Tensor:
     """Pixel-wise CE averaged over non-ignored pixels (semseg, human parts)."""
-    if not _valid_mask(label).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, label.long(), ignore_index=IGNORE_INDEX)
-
-
-def balanced_cross_entropy_loss(logits: Tensor, label: Tensor, **_) -> Tensor:
-    """2-class CE for saliency, re-weighted per batch: the positive class gets the share of negatives (ATRC)."""
     valid = _valid_mask(label)
-    n_valid = valid.sum()
-    if n_valid == 0:
-        return logits.sum() * 0.0
-    pos_share = ((label == 1) & valid).sum().float() / n_valid
-    weight = torch.stack([pos_share, 1.0 - pos_share]).to(logits.dtype).clamp_min(1e-6)
-    per_pixel = F.cross_entropy(logits, label.long(), weight=weight, ignore_index=IGNORE_INDEX, reduction="none")
-    return per_pixel.sum() / n_valid
+    per_pixel = F.cross_entropy(logits, label.long(), ignore_index=IGNORE_INDEX, reduction="none")
+    return _mean_over_valid(per_pixel, valid, per_image)
 
 
-def normals_l1_loss(pred: Tensor, label: Tensor, **_) -> Tensor:
+def balanced_cross_entropy_loss(logits: Tensor, label: Tensor, *, per_image: bool = False, **_) -> Tensor:
+    """2-class CE for saliency, re-weighted by the positive share of the batch, or of each image with `per_image`
+    (what the official runs do at one image per GPU): the positive class gets the share of negatives (ATRC)."""
+    valid = _valid_mask(label)
+    dims = (1, 2) if per_image else (0, 1, 2)
+    positives = ((label == 1) & valid).sum(dims, keepdim=True).to(logits.dtype)
+    pos_share = positives / valid.sum(dims, keepdim=True).clamp_min(1).to(logits.dtype)
+    w_neg, w_pos = pos_share.clamp_min(1e-6), (1.0 - pos_share).clamp_min(1e-6)
+    weight = torch.where(label == 1, w_pos, w_neg)
+    per_pixel = F.cross_entropy(logits, label.long(), ignore_index=IGNORE_INDEX, reduction="none")
+    return _mean_over_valid(weight * per_pixel, valid, per_image)
+
+
+def normals_l1_loss(pred: Tensor, label: Tensor, *, per_image: bool = False, **_) -> Tensor:
     """L1 between the L2-normalised prediction and the label, summed over xyz, averaged over valid pixels."""
-    valid = (label != IGNORE_INDEX).all(dim=1, keepdim=True)
-    n_valid = valid.sum()
-    if n_valid == 0:
-        return pred.sum() * 0.0
-    unit = F.normalize(pred, p=2, dim=1)
-    diff = (unit - label).abs() * valid
-    return diff.sum() / n_valid
+    valid = (label != IGNORE_INDEX).all(dim=1)
+    per_pixel = (F.normalize(pred, p=2, dim=1) - label).abs().sum(dim=1)
+    return _mean_over_valid(per_pixel, valid, per_image)
 
 
-def depth_l1_loss(pred: Tensor, label: Tensor, **_) -> Tensor:
+def depth_l1_loss(pred: Tensor, label: Tensor, *, per_image: bool = False, **_) -> Tensor:
     """L1 in metres over pixels with valid depth (not 255 and not 0)."""
     valid = (label != IGNORE_INDEX) & (label > 0)
-    if not valid.any():
-        return pred.sum() * 0.0
-    return (pred - label).abs()[valid].mean()
+    return _mean_over_valid((pred - label).abs(), valid, per_image)
 
 
-def weighted_bce_loss(logits: Tensor, label: Tensor, *, pos_weight: float = 0.95, **_) -> Tensor:
+def weighted_bce_loss(logits: Tensor, label: Tensor, *, pos_weight: float = 0.95, per_image: bool = False,
+                      **_) -> Tensor:
     """Boundary BCE: -w*y*log(sig) - (1-w)*(1-y)*log(1-sig), mean over non-ignored pixels."""
     valid = _valid_mask(label)
-    if not valid.any():
-        return logits.sum() * 0.0
     target = torch.where(valid, label, torch.zeros_like(label))
-    loss = -pos_weight * target * F.logsigmoid(logits) - (1.0 - pos_weight) * (1.0 - target) * F.logsigmoid(-logits)
-    return loss[valid].mean()
+    per_pixel = (-pos_weight * target * F.logsigmoid(logits)
+                 - (1.0 - pos_weight) * (1.0 - target) * F.logsigmoid(-logits))
+    return _mean_over_valid(per_pixel, valid, per_image)
 
 
 def _argmax(logits: Tensor) -> Tensor:
@@ -117,9 +125,10 @@ class TaskSpec:
     description: str = ""
     loss_kwargs: dict = field(default_factory=dict)
 
-    def loss(self, output: Tensor, label: Tensor, **overrides) -> Tensor:
+    def loss(self, output: Tensor, label: Tensor, per_image: bool = False, **overrides) -> Tensor:
+        """The pooled loss (a scalar), or with `per_image` one loss per image (``[B]``)."""
         kwargs = {**self.loss_kwargs, **overrides}
-        return self.loss_fn(output, label, **kwargs)
+        return self.loss_fn(output, label, per_image=per_image, **kwargs)
 
 
 TASKS: Registry[TaskSpec] = Registry("task")

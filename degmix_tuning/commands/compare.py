@@ -25,7 +25,8 @@ from pathlib import Path
 DEFAULT_METHODS = "degmix,decoder_only,bitfit,lora,mtlora,ditask,full"
 MANIFEST = "compare.json"
 # fields that do not change what a run computes: they may differ when a comparison is resumed
-NOT_SHARED = ("tuning", "tuning_kwargs", "train.output_dir", "data.num_workers", "train.log_every")
+NOT_SHARED = ("tuning", "tuning_kwargs", "train.output_dir", "data.num_workers", "train.log_every",
+              "protocol_overrides")  # the overrides follow from the method (e.g. full's drop path) and the flags
 _PLAIN_STEP_LINE = re.compile(r"\[degmix-tuning\] step (\d+)/(\d+)")
 
 EXAMPLE = """\
@@ -313,6 +314,12 @@ def _run(args: argparse.Namespace) -> int:
     base = config_from_args(args, args.dataset)
     dataset = base.model.dataset
     require_data(base, dataset)
+    from ..training.backbone_weights import require_real_weights
+    from ..training.engine import resolve_run_length
+
+    for method in methods:  # before any run starts: no method may freeze random weights by accident
+        require_real_weights(dataclasses.replace(base, tuning=method))
+    base = resolve_run_length(base)  # a protocol counted in epochs: every run's step count, known up front
     if args.metric != "delta_m" and args.metric not in base.model.tasks:
         raise ValueError(f"--metric {args.metric!r}: use delta_m or one of the tasks {list(base.model.tasks)}")
     out = Path(args.out or f"runs/compare_{'synthetic_' if base.data.synthetic else ''}{dataset}")

@@ -101,7 +101,13 @@ def build_dataset(cfg: DataConfig, split: str, tasks: Sequence[str], train: bool
     if missing:
         raise KeyError(f"dataset {cfg.dataset!r} has no labels for task(s) {missing}; it has {', '.join(info.tasks)}")
     crop = cfg.resolved_crop_size()
-    if train:
+    if cfg.pipeline == "mtlora":  # resize to crop_size for training and evaluation alike (MTLoRA/DiTASK code)
+        from .mtlora_transforms import MTLoRAEvalTransform, MTLoRATrainTransform
+
+        load = tasks
+        transform = (MTLoRATrainTransform if train else MTLoRAEvalTransform)(size=crop, mean=tuple(mean),
+                                                                              std=tuple(std))
+    elif train:
         # like ATRC, semseg is always read for training so cat_max_ratio can see the classes of a crop
         load = tasks + (("semseg",) if cfg.cat_max_ratio < 1.0 and "semseg" in info.tasks
                         and "semseg" not in tasks else ())

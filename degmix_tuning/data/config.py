@@ -9,6 +9,8 @@ from pathlib import Path
 from ..config import ConfigBase
 from .info import DATASETS_INFO, get_dataset_info
 
+PIPELINES = ("atrc", "mtlora")
+
 
 @dataclass
 class DataConfig(ConfigBase):
@@ -21,6 +23,10 @@ class DataConfig(ConfigBase):
     synthetic_seed: int = 0
     synthetic_val_fraction: float = 0.25
     crop_size: tuple[int, int] | None = None  # (H, W); None -> DatasetInfo.crop_size, or synthetic_size if synthetic
+    # train/eval transforms: "atrc" (the DeGMix/ATRC recipe: scale, crop, flip, photometric; native-size evaluation
+    # padded to crop_size) or "mtlora" (the MTLoRA/DiTASK code: flip, scale+rotate, resize to crop_size, evaluation
+    # resized to crop_size too)
+    pipeline: str = "atrc"
     train_split: str = "train"
     val_split: str = "val"
     scale_range: tuple[float, float] = (0.5, 2.0)
@@ -35,6 +41,8 @@ class DataConfig(ConfigBase):
     def __post_init__(self):
         if self.dataset not in DATASETS_INFO:
             get_dataset_info(self.dataset)  # raises KeyError naming the known datasets and close matches
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"data.pipeline={self.pipeline!r}: use one of {PIPELINES}")
         if self.format.upper() not in ("AUTO", "A", "B", "C"):
             raise ValueError(f"data.format={self.format!r}: use auto, A, B or C (NYUD-v2 archive flavours)")
         if self.synthetic and self.root is not None:

@@ -21,12 +21,15 @@ class ModelConfig(ConfigBase):
     checkpoint_path: str | None = None  # local .pth/.safetensors backbone weights
     img_size: tuple[int, int] | None = None  # size the backbone is built for (Swin/ViT); any size still runs
     backbone_kwargs: dict = field(default_factory=dict)
+    drop_path_rate: float | None = None  # stochastic depth of a backbone that trains (official Swin: 0.1)
     dataset: str = "nyud"  # decides class counts (semseg: 40 NYUD / 21 PASCAL)
     tasks: tuple[str, ...] = ("semseg", "depth")
     head: DeGMixConfig = field(default_factory=DeGMixConfig)
     freeze_backbone: bool = True
 
     def __post_init__(self):
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"model.drop_path_rate must be in [0, 1) or null, got {self.drop_path_rate}")
         if not self.tasks:
             raise ValueError("ModelConfig.tasks is empty; name at least one task (e.g. semseg,depth)")
         if len(set(self.tasks)) != len(self.tasks):
@@ -50,9 +53,10 @@ def create_model(cfg: ModelConfig | str, **overrides) -> MultiTaskModel:
         cfg = get_preset(cfg)
     if overrides:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
+    extra = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     backbone = create_backbone(
         cfg.backbone, pretrained=cfg.pretrained, checkpoint_path=cfg.checkpoint_path, img_size=cfg.img_size,
-        **cfg.backbone_kwargs,
+        **extra, **cfg.backbone_kwargs,
     )
     return assemble_model(cfg, backbone)
 

@@ -13,17 +13,37 @@ from ..data.config import DataConfig
 from ..models.factory import ModelConfig
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("poly", "cosine")
+LOSS_NORMALIZATIONS = ("image", "batch")
+SELECTIONS = ("last", "best")
 
 
 @dataclass
 class TrainConfig(ConfigBase):
-    """Defaults follow the official recipe: SGD(0.9, wd 5e-4), lr 1e-3, poly(0.9) over 40k iterations, batch 8."""
+    """Defaults follow the official recipe: SGD(0.9, wd 5e-4), lr 1e-3, poly(0.9) over 40k iterations, batch 8.
 
-    lr: float = 1e-3
+    The `mtlora` protocol (training/protocols.py) switches to AdamW + warm-up/cosine counted in epochs; the optimizer
+    and schedule are built from these fields by training/optim.py.
+    """
+
+    optimizer: str = "sgd"  # "sgd" (momentum, weight_decay) | "adamw" (betas, weight_decay; no decay on norms/biases)
+    lr: float = 1e-3  # base lr; the lr used is lr * batch_size * gradient_accumulation_steps / lr_scale_batch if set
+    lr_scale_batch: int | None = None  # linear lr scaling reference batch (MTLoRA: 512); None = lr as given
     momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     weight_decay: float = 5e-4
+    schedule: str = "poly"  # "poly": lr * (1 - t/T)^poly_power | "cosine": linear warm-up, then cosine to min_lr
     poly_power: float = 0.9
+    warmup_epochs: float = 0.0  # cosine: warm-up length in epochs (linear from warmup_lr)
+    warmup_lr: float = 0.0  # cosine: lr at step 0 of the warm-up (scaled like lr)
+    min_lr: float = 0.0  # cosine: final lr (scaled like lr)
     max_steps: int = 40_000
+    epochs: int | None = None  # when set, the run is epochs x optimizer steps per epoch (max_steps is derived)
+    loss_normalization: str = "image"  # "image": per-image means averaged over the global batch (official DDP)
+    select: str = "last"  # which evaluation the run reports: "last" (official) or "best" (MTLoRA: best Δm)
+    eval_every_epochs: int | None = None  # when set, eval_every is derived from it (with epochs)
     batch_size: int = 8  # global batch (split over processes)
     eval_batch_size: int = 4
     gradient_accumulation_steps: int = 1
@@ -51,6 +71,19 @@ class TrainConfig(ConfigBase):
     def __post_init__(self):
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("loss_normalization", LOSS_NORMALIZATIONS), ("select", SELECTIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "eval_every_epochs", "lr_scale_batch"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive or null, got {getattr(self, name)}")
+        for name in ("warmup_epochs", "warmup_lr", "min_lr", "eps"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"train.{name} must be a finite non-negative number, got {value}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         for name in ("max_steps", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
@@ -82,8 +115,14 @@ class ExperimentConfig(ConfigBase):
     train: TrainConfig = field(default_factory=TrainConfig)
     tuning: str = "degmix"  # a registered tuning method (see `degmix-tuning report params`)
     tuning_kwargs: dict = field(default_factory=dict)
+    protocol: str = "degmix"  # the named recipe the defaults came from (training/protocols.py)
+    protocol_overrides: dict = field(default_factory=dict)  # {field: [protocol value, value used]}, as resolved
+    random_backbone: bool = False  # train on frozen random-init backbone weights on purpose (real data)
 
     def __post_init__(self):
+        from .protocols import PROTOCOLS
+
+        PROTOCOLS.get(self.protocol)  # unknown name -> one line with the known ones
         if self.model.dataset != self.data.dataset:
             raise ValueError(
                 f"model.dataset={self.model.dataset!r} but data.dataset={self.data.dataset!r}; they must match"

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -39,7 +40,10 @@ from .checkpoint import (
     ADAPTER_NAME, FrozenBackboneMismatch, list_checkpoints, save_adapter, save_state_atomically,
     use_adapter_checkpoints,
 )
+from . import backbone_weights
 from .config import ExperimentConfig
+from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
+from .protocols import headline_metric, protocol_differences
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
 from .resume import record_history, resume_changes
@@ -142,6 +146,29 @@ def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max
     return metrics
 
 
+def optimizer_steps_per_epoch(cfg: ExperimentConfig, n_train: int) -> int:
+    """Optimizer steps in one pass over the train split (incomplete last batches are dropped)."""
+    return n_train // cfg.train.batch_size
+
+
+def resolve_run_length(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A run counted in epochs (the MTLoRA protocol) as optimizer steps: max_steps = epochs x steps per epoch, and
+    eval_every from eval_every_epochs; recorded so config.json says how many steps ran."""
+    tc = cfg.train
+    if tc.epochs is None and tc.eval_every_epochs is None:
+        return cfg
+    n_train = len(build_dataset(cfg.data, cfg.data.train_split, list(cfg.model.tasks), train=True))
+    per_epoch = optimizer_steps_per_epoch(cfg, n_train)
+    if per_epoch == 0:
+        raise ValueError(f"the train split has {n_train} samples, fewer than one batch ({tc.batch_size})")
+    derived = []
+    if tc.epochs is not None:
+        derived.append(f"train.max_steps={tc.epochs * per_epoch}")
+    if tc.eval_every_epochs is not None:
+        derived.append(f"train.eval_every={tc.eval_every_epochs * per_epoch}")
+    return cfg.override(derived)
+
+
 def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     run_dir = Path(cfg.train.output_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
@@ -190,10 +217,22 @@ def _apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConf
     """After a resume, the config given now rules: lr, momentum, weight decay and schedule length take effect from
     the resumed step (the poly schedule is re-anchored on the new lr and max_steps), and the change is printed."""
     tc = cfg.train
+    if isinstance(scheduler, CosineSchedule):  # a function of the step: rebuild it from the config given now
+        before = scheduler.get_last_lr()[0]
+        for g in optimizer.param_groups:
+            g.update(betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay if g["weight_decay"] else 0.0)
+        scheduler.__init__(tc, optimizer, scheduler.steps_per_epoch)
+        scheduler.load_state_dict({"updates": step})
+        now = scheduler.get_last_lr()[0]
+        if now != before:
+            accelerator.print(f"[degmix-tuning] resumed with a changed recipe: lr at step {step} {before:.3g} -> "
+                              f"{now:.3g}")
+        return
     group = optimizer.param_groups[0]
+    lr = effective_lr(tc)
     changes = []
-    if scheduler.base_lrs[0] != tc.lr:
-        changes.append(f"lr {scheduler.base_lrs[0]:g} -> {tc.lr:g}")
+    if scheduler.base_lrs[0] != lr:
+        changes.append(f"lr {scheduler.base_lrs[0]:g} -> {lr:g}")
     if scheduler.total_iters != tc.max_steps:
         changes.append(f"max_steps {scheduler.total_iters} -> {tc.max_steps}")
     if scheduler.power != tc.poly_power:
@@ -204,11 +243,11 @@ def _apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConf
         changes.append(f"weight_decay {group.get('weight_decay')} -> {tc.weight_decay}")
     if not changes:
         return
-    scheduler.base_lrs = [tc.lr for _ in optimizer.param_groups]
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
     scheduler.total_iters, scheduler.power = tc.max_steps, tc.poly_power
-    now = tc.lr * (1.0 - min(step, tc.max_steps) / tc.max_steps) ** tc.poly_power
+    now = lr * (1.0 - min(step, tc.max_steps) / tc.max_steps) ** tc.poly_power
     for g in optimizer.param_groups:
-        g.update(lr=now, initial_lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        g.update(lr=now, initial_lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     scheduler._last_lr = [now for _ in optimizer.param_groups]
     accelerator.print(f"[degmix-tuning] resumed with a changed recipe: {', '.join(changes)} (lr now {now:.3g})")
 
@@ -248,6 +287,7 @@ def train(
 
     The run folder is locked for the whole run (`run_lock.py`): a second run on it stops at once with one line.
     """
+    backbone_weights.require_real_weights(cfg)  # before the run folder exists: frozen weights never random by accident
     with RunFolderLock(cfg.train.output_dir, enabled=is_main_launch_process()):
         return _train(cfg, resume_from, stop_after, show_progress)
 
@@ -276,6 +316,7 @@ class _Run:
     initial_metrics: dict | None = None
     final_metrics: dict | None = None
     last_ckpt: Path | None = None  # named in the TrainingDiverged messages
+    weights_info: dict = field(default_factory=dict)  # which weights the backbone started from (backbone_weights.py)
     step_start: float = field(default_factory=time.perf_counter)  # images/s since the last log line
     imgs_since: int = 0
 
@@ -284,6 +325,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
     """The loop of accelerate's complete_cv_example.py: epochs of batches, `train_step` on each batch,
     `on_step_end` after each optimizer step (a step is `gradient_accumulation_steps` batches)."""
     run = _setup(cfg, resume_from, show_progress)
+    cfg = run.cfg  # resolved: run length from train.epochs, protocol overrides
     tc, accelerator, progress = cfg.train, run.accelerator, run.progress
 
     def done(step: int) -> bool:
@@ -323,15 +365,24 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     evaluation at step 0 (a fresh run with train.eval_at_start). Raises before training on any config problem."""
     from accelerate.utils import set_seed
 
-    tc = cfg.train
     run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
     resume_candidates = _resolve_resume(run_dir, resume_from)
-    # before anything is built: a resume may change the recipe, never the model, tuning, tasks or data
-    config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
     accelerator = _make_accelerator(cfg, run_dir)
+    cfg = resolve_run_length(cfg)  # train.epochs -> max_steps (and eval_every_epochs -> eval_every)
+    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(cfg))
+    # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data
+    config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
+    tc = cfg.train
     set_seed(tc.seed)
+    if cfg.protocol_overrides:
+        accelerator.print(f"[degmix-tuning] protocol {cfg.protocol}, overridden: " + ", ".join(
+            f"{k} {old!r} -> {new!r}" for k, (old, new) in cfg.protocol_overrides.items()))
+    else:
+        accelerator.print(f"[degmix-tuning] protocol {cfg.protocol}, no value overridden")
 
     model = build_model(cfg)
+    weights_info = backbone_weights.describe(cfg, model.backbone)
+    accelerator.print(f"[degmix-tuning] {backbone_weights.one_line(weights_info)}")
     model.freeze_bn = tc.freeze_bn
     if tc.sync_bn and accelerator.num_processes > 1:  # the official recipe syncs BatchNorm statistics across GPUs
         if accelerator.device.type == "cuda":
@@ -347,7 +398,8 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         build_dataset(cfg.data, cfg.data.train_split, tasks, train=True, mean=mean, std=std), tc.seed
     )
     val_ds = build_dataset(cfg.data, cfg.data.val_split, tasks, train=False, mean=mean, std=std)
-    val_ds.check_fits(cfg.data.resolved_crop_size())  # now, not at the first evaluation thousands of steps later
+    if cfg.data.pipeline == "atrc":  # native-size evaluation: now, not at the first evaluation thousands of steps later
+        val_ds.check_fits(cfg.data.resolved_crop_size())
     # fast path: frozen-backbone features computed once per image (train.feature_cache); None when off
     feature_cache = build_train_feature_cache(cfg, model, run_dir, accelerator.autocast)
 
@@ -368,9 +420,9 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"tuning method {cfg.tuning!r} left no trainable parameters")
-    optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=tc.max_steps, power=tc.poly_power)
-    criterion = MultiTaskLoss(tasks, info, tc.loss_weights or None)
+    optimizer = build_optimizer(tc, model)
+    scheduler = build_scheduler(tc, optimizer, optimizer_steps_per_epoch(cfg, len(train_ds)))
+    criterion = MultiTaskLoss(tasks, info, tc.loss_weights or None, per_image=tc.loss_normalization == "image")
     evaluator = MultiTaskEvaluator(tasks, info)
 
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
@@ -412,7 +464,7 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         scheduler=scheduler, criterion=criterion, evaluator=evaluator, train_ds=train_ds, val_ds=val_ds,
         train_loader=train_loader, val_loader=val_loader, feature_cache=feature_cache, progress=progress, bar=bar,
         step_stats=StepStats(accelerator.device.type),  # summary.json: median step time, step memory
-        initial_metrics=initial_metrics, last_ckpt=resume_path,
+        initial_metrics=initial_metrics, last_ckpt=resume_path, weights_info=weights_info,
     )
 
 
@@ -489,12 +541,18 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
         adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": step})
     summary = {
         "step": step,
+        "protocol": cfg.protocol,
+        "protocol_overrides": cfg.protocol_overrides,
+        "backbone_weights": run.weights_info,
+        "effective_lr": effective_lr(cfg.train),
         "processes": accelerator.num_processes,
         "params": count_parameters(unwrapped).as_dict(),
         "adapter_bytes": adapter_path.stat().st_size,
         "full_model_bytes": sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values()),
         "initial_metrics": run.initial_metrics,
         "final_metrics": run.final_metrics,
+        # the protocol's result keys (e.g. saliency per_image_miou under mtlora) of the reported evaluation
+        "headline_metrics": _headline(cfg, run.final_metrics),
         **run.step_stats.summary(),  # this process's steps only (a resumed run: those after the resume)
     }
     import json
@@ -505,6 +563,13 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
         f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
     )
     return adapter_path, summary
+
+
+def _headline(cfg: ExperimentConfig, metrics: dict | None) -> dict | None:
+    if not metrics:
+        return None
+    keys = {t: headline_metric(cfg.protocol, t) for t in metrics}
+    return {t: {keys[t]: m.get(keys[t])} for t, m in metrics.items()}
 
 
 def _tracker_config(cfg: ExperimentConfig) -> dict:

@@ -27,6 +27,9 @@ SYNTHETIC_DEMO = {
     "train.log_every": 5,
     "train.eval_at_start": True,
     "train.output_dir": "runs/synthetic_{dataset}",
+    # as measured before the protocols existed (README): the paper's global interaction, losses pooled over the batch
+    "model.head.interaction": "global",
+    "train.loss_normalization": "batch",
 }
 # PASCAL's demo trains 4 tasks, twice NYUD's per-step cost: half the steps keep it near 5 minutes on 2 CPU cores.
 SYNTHETIC_DEMO_PER_DATASET = {
@@ -83,6 +86,11 @@ def add_config_flags(p: argparse.ArgumentParser, dataset: str | None, skip: tupl
                    help=f"model preset to start from (default degmix_tuning_swin_t_{which}; --synthetic: with "
                    f"{SYNTHETIC_DEMO_BACKBONE['model.backbone']} unless a backbone, weights or preset is named)")
     p.add_argument("--pretrained", action="store_true", help="load timm/hub pretrained backbone weights")
+    p.add_argument("--random-backbone", action="store_true",
+                   help="on real data, train with a frozen random-init backbone on purpose (otherwise refused)")
+    p.add_argument("--protocol", default=None, choices=("degmix", "mtlora"),
+                   help="training protocol whose values are the defaults (default degmix: the DeMTG/DeGMix code; "
+                   "mtlora: the MTLoRA/DiTASK code); explicit flags override them and the overrides are recorded")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field, e.g. train.lr=1e-3")
     for flag, (_, typ, help_) in _FLAGS.items():
         if flag in skip:
@@ -113,6 +121,9 @@ def build_parser(dataset: str) -> argparse.ArgumentParser:
 def add_run_flags(p: argparse.ArgumentParser, dataset: str | None, list_methods: bool = True) -> None:
     """Everything a training run takes: the config flags plus --resume / --no-progress (recipes and `train`)."""
     add_config_flags(p, dataset, list_methods=list_methods)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config (protocol, overrides, backbone weights, effective lr) as "
+                   "JSON and exit without training")
     p.add_argument("--resume", default=None, help="checkpoint folder, or 'latest' in --output-dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
@@ -133,13 +144,20 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
     from ..data.config import DataConfig
     from ..models.presets import get_preset
     from .config import ExperimentConfig, TrainConfig
+    from .protocols import protocol_assignments
 
     if args.config:
         cfg = ExperimentConfig.load(args.config)
     else:
         preset = args.preset or f"degmix_tuning_swin_t_{dataset}"
-        cfg = ExperimentConfig(model=get_preset(preset), data=DataConfig(dataset=dataset), train=TrainConfig())
-    overrides: list[str] = []
+        model = get_preset(preset)
+        # a preset carries its tuning method: degmix_* (full DeGMix) trains everything, degmix_tuning_* the head
+        cfg = ExperimentConfig(model=model, data=DataConfig(dataset=dataset), train=TrainConfig(),
+                               tuning="degmix" if model.freeze_backbone else "full")
+    # the protocol's values first (a saved config already holds its own, so it is re-applied only when named)
+    protocol = getattr(args, "protocol", None)
+    overrides: list[str] = protocol_assignments(protocol or "degmix") if protocol or not args.config else []
+    named: list[str] = []  # what the command line sets over the protocol
     if args.synthetic:
         demo = {**SYNTHETIC_DEMO, **SYNTHETIC_DEMO_PER_DATASET.get(dataset, {})}
         overrides += [f"{k}={v}".replace("{dataset}", dataset) for k, v in demo.items()]
@@ -147,18 +165,48 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
         if uses_demo_backbone(args):
             overrides += [f"{k}={v}" for k, v in SYNTHETIC_DEMO_BACKBONE.items()]
     if args.pretrained:
-        overrides.append("model.pretrained=true")
+        named.append("model.pretrained=true")
+    if getattr(args, "random_backbone", False):
+        named.append("random_backbone=true")
     for flag, (key, _, _) in _FLAGS.items():
         value = getattr(args, flag, None)  # None too for a flag the caller skipped
         if value is not None:
-            overrides.append(f"{key}={value}")
-    overrides += list(args.set)
-    cfg = cfg.override(overrides) if overrides else cfg
+            named.append(f"{key}={value}")
+    named += list(args.set)
+    overrides += _length_in_steps(overrides, named)
+    cfg = cfg.override(overrides + named) if overrides or named else cfg
+    cfg = _amp_where_possible(cfg, {item.split("=", 1)[0].strip() for item in named})
     output_named = getattr(args, "output_dir", None) is not None or "train.output_dir" in _set_keys(args)
     if args.synthetic and not uses_demo_backbone(args) and not output_named:
         # one demo folder per backbone: runs of other backbones never land in (or resume) the default demo's folder
         cfg = cfg.override([f"train.output_dir=runs/synthetic_{dataset}_{cfg.model.backbone.replace('/', '_')}"])
     return cfg
+
+
+def _length_in_steps(protocol_and_demo: list[str], named: list[str]) -> list[str]:
+    """A step count given over a protocol counted in epochs wins: `--max-steps` clears train.epochs (and
+    `--eval-every` train.eval_every_epochs), unless the epochs are named too."""
+    keys = {item.split("=", 1)[0].strip() for item in named}
+    demo = {item.split("=", 1)[0].strip() for item in protocol_and_demo if not item.startswith(("protocol=",))}
+    extra = []
+    for steps, epochs in (("train.max_steps", "train.epochs"), ("train.eval_every", "train.eval_every_epochs")):
+        if (steps in keys or (steps in demo and "train.epochs" not in keys)) and epochs not in keys:
+            extra.append(f"{epochs}=null")
+    return extra
+
+
+def _amp_where_possible(cfg: ExperimentConfig, named: set[str]) -> ExperimentConfig:
+    """fp16 AMP from a protocol (mtlora) needs CUDA: without it the run is fp32, said in one line and recorded as a
+    protocol override. An fp16 the command line asked for is refused later, as before."""
+    if cfg.train.mixed_precision != "fp16" or "train.mixed_precision" in named:
+        return cfg
+    import torch
+
+    if torch.cuda.is_available():
+        return cfg
+    print(f"[degmix-tuning] protocol {cfg.protocol} trains with fp16 AMP, which needs a CUDA GPU; this machine has "
+          "none, so this run is fp32 (recorded in protocol_overrides)", flush=True)
+    return cfg.override(["train.mixed_precision=no"])
 
 
 def missing_data_message(dataset: str, root: str | None) -> str:
@@ -193,6 +241,9 @@ def _run(args: argparse.Namespace, dataset: str) -> int:
     import_plugins(getattr(args, "imports", []))  # `degmix-tuning train` imports them in cli.main
     cfg = config_from_args(args, dataset)
     require_data(cfg, dataset)
+    if getattr(args, "print_config", False):
+        print(resolved_config_json(cfg))
+        return 0
     from .engine import train
 
     result = train(cfg, resume_from=args.resume, show_progress=not args.no_progress)
@@ -202,6 +253,25 @@ def _run(args: argparse.Namespace, dataset: str) -> int:
         print(f"[degmix-tuning] untrained -> trained: {_compare(result.initial_metrics, result.final_metrics)}")
     print(f"[degmix-tuning] run folder: {result.run_dir}")
     return 0
+
+
+def resolved_config_json(cfg: ExperimentConfig) -> str:
+    """What a run with `cfg` would train, as JSON: the config after the protocol, the flags and the run length in
+    steps, the protocol values it overrides, the backbone weights (built, nothing trained) and the lr used."""
+    import dataclasses
+    import json
+
+    from . import backbone_weights
+    from .engine import build_model, resolve_run_length
+    from .optim import effective_lr
+    from .protocols import protocol_differences
+
+    backbone_weights.require_real_weights(cfg)
+    cfg = resolve_run_length(cfg)
+    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(cfg))
+    weights = backbone_weights.describe(cfg, build_model(cfg).backbone)
+    return json.dumps({"config": cfg.to_dict(), "backbone_weights": weights, "effective_lr": effective_lr(cfg.train)},
+                      indent=2)
 
 
 def _compare(before: dict, after: dict) -> str:

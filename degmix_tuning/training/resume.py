@@ -23,7 +23,11 @@ SAFE_ON_RESUME = frozenset({
     "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.trackers", "train.output_dir",
     "train.mixed_precision", "train.feature_cache", "train.feature_cache_dir", "train.channels_last",
     "train.compile_head", "data.num_workers", "model.head.deform_impl",
+    # the schedule is a function of the step, re-anchored on resume; the overrides follow from the fields above
+    "train.epochs", "train.eval_every_epochs", "train.warmup_epochs", "train.warmup_lr", "train.min_lr",
+    "train.betas", "train.eps", "train.lr_scale_batch", "train.select",
 })
+DERIVED = frozenset({"protocol_overrides"})  # follows from the other fields: never a change of its own
 
 
 def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
@@ -38,7 +42,9 @@ def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
         raise ValueError(f"{path} cannot be read ({exc}); it records what the run trained, so resuming cannot be "
                          "checked: restore it from the checkpoint's adapter file or start a new run") from exc
     now = ExperimentConfig.flat_fields(json.loads(json.dumps(config)))  # tuples -> lists, as in the file
-    differing = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
+    # a field the run's config.json does not hold was added to the config after the run started: not a change
+    differing = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
+                 if k in before and k not in DERIVED and before.get(k) != now.get(k)}
     refused = {k: v for k, v in differing.items() if k not in SAFE_ON_RESUME}
     if refused:
         shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())

@@ -1,0 +1,124 @@
+"""Named training protocols: the published recipes as sets of config values, each value with its source line.
+
+A protocol sits between the preset and the command line: `--protocol NAME` (or `protocol` in a config) sets its
+values, explicit flags still win, and every value that differs from the protocol's is printed at the start of a
+run and recorded in `config.json` / `summary.json` as `protocol_overrides` ({field: [protocol value, value used]}).
+
+- `degmix`: the DeMTG/DeGMix code that produced the DeGMix tables (github.com/yangyangxu0/DeMTG b3be4ef).
+- `mtlora`: the MTLoRA/DiTASK code behind the DiTASK-style PEFT rows and the DeGMix-Tuning rows' units
+  (github.com/scale-lab/MTLoRA, github.com/ipsitmantri/DiTASK).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One published recipe: config values (dotted keys) and where each comes from."""
+
+    name: str
+    summary: str
+    settings: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)  # dotted key -> "file:line" in the official code
+    # the result key each task is reported with, where it is not the task's default (TaskSpec.main_metric)
+    headline_metrics: dict[str, str] = field(default_factory=dict)
+
+
+PROTOCOLS: Registry[Protocol] = Registry("training protocol")
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    return PROTOCOLS.register(protocol.name, protocol)
+
+
+def get_protocol(name: str) -> Protocol:
+    return PROTOCOLS.get(name)
+
+
+def list_protocols() -> list[str]:
+    return PROTOCOLS.names()
+
+
+def protocol_assignments(name: str) -> list[str]:
+    """The protocol as `key=value` overrides (`ConfigBase.override` syntax), `protocol=name` included."""
+    protocol = get_protocol(name)
+    return [f"protocol={name}"] + [f"{k}={json.dumps(v)}" for k, v in protocol.settings.items()]
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples -> lists, as a saved config holds them
+
+
+def protocol_differences(cfg) -> dict[str, list]:
+    """{field: [protocol value, value used]} for every protocol field the config does not take from its protocol."""
+    from .config import ExperimentConfig
+
+    flat = ExperimentConfig.flat_fields(_plain(cfg.to_dict()))
+    protocol = get_protocol(cfg.protocol)
+    return {k: [_plain(v), flat.get(k)] for k, v in protocol.settings.items() if _plain(v) != flat.get(k)}
+
+
+def headline_metric(protocol_name: str, task: str) -> str:
+    """The result key a task is reported with under a protocol (e.g. saliency: maxf, or per_image_miou)."""
+    from ..tasks import get_task
+
+    return get_protocol(protocol_name).headline_metrics.get(task, get_task(task).main_metric)
+
+
+DEMTG = "DeMTG@b3be4ef"
+register_protocol(Protocol(
+    name="degmix",
+    summary="the DeMTG/DeGMix code: SGD + poly over 40k iterations, batch 8 (one image per GPU on 8 GPUs), "
+            "per-image loss means, SyncBN, fp32, official interaction, native-size evaluation, last checkpoint",
+    settings={
+        "model.head.interaction": "official",
+        "model.drop_path_rate": 0.1,
+        "train.optimizer": "sgd",
+        "train.lr": 1e-3,
+        "train.lr_scale_batch": None,
+        "train.momentum": 0.9,
+        "train.weight_decay": 5e-4,
+        "train.schedule": "poly",
+        "train.poly_power": 0.9,
+        "train.max_steps": 40_000,
+        "train.epochs": None,
+        "train.batch_size": 8,
+        "train.clip_grad_norm": None,
+        "train.mixed_precision": "no",
+        "train.sync_bn": True,
+        "train.loss_normalization": "image",
+        "train.select": "last",
+        "data.pipeline": "atrc",
+        "data.crop_size": None,
+        "data.scale_range": [0.5, 2.0],
+        "data.flip": True,
+        "data.photometric": True,
+        "data.cat_max_ratio": 0.75,
+    },
+    sources={
+        "model.head.interaction": f"{DEMTG} src/model/heads/demt_head.py l.46, l.68 (nn.MultiheadAttention, "
+                                  "batch_first=False, one image per GPU)",
+        "model.drop_path_rate": f"{DEMTG} src/model/backbones/swin.py l.781",
+        "train.optimizer": f"{DEMTG} src/model/pl_model.py l.104-117",
+        "train.lr": f"{DEMTG} config yaml `lr: 0.001`; src/model/pl_model.py l.120-130",
+        "train.momentum": f"{DEMTG} src/model/pl_model.py l.104-117",
+        "train.weight_decay": f"{DEMTG} src/model/pl_model.py l.104-117",
+        "train.schedule": f"{DEMTG} src/model/utils_model.py l.7-18; pl_model.py l.115",
+        "train.poly_power": f"{DEMTG} src/model/utils_model.py l.7-18",
+        "train.max_steps": f"{DEMTG} config yaml `iterations: 40000`; src/main.py l.39",
+        "train.batch_size": f"{DEMTG} config yaml `batch_size: 8`; src/data/pl_data.py l.22, l.99 (split over GPUs)",
+        "train.mixed_precision": f"{DEMTG} src/main.py (Lightning default precision 32)",
+        "train.sync_bn": f"{DEMTG} config yaml `sync_batchnorm: true`",
+        "train.loss_normalization": f"{DEMTG} src/model/criterion.py (per-GPU means; 8 GPUs x 1 image, DDP average)",
+        "train.select": f"{DEMTG} src/main.py l.44 (trainer.test on the last-iteration model)",
+        "data.pipeline": f"{DEMTG} src/data/pl_data.py l.31-46, src/data/transforms.py",
+        "data.scale_range": f"{DEMTG} src/data/pl_data.py l.31-40",
+        "data.cat_max_ratio": f"{DEMTG} src/data/pl_data.py l.31-40",
+    },
+))
