@@ -44,6 +44,7 @@ from . import backbone_weights
 from .config import ExperimentConfig
 from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
 from .protocols import headline_metric, protocol_differences
+from .selection import BEST_ADAPTER_NAME, BestEvaluation
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
 from .resume import record_history, resume_changes
@@ -317,6 +318,7 @@ class _Run:
     final_metrics: dict | None = None
     last_ckpt: Path | None = None  # named in the TrainingDiverged messages
     weights_info: dict = field(default_factory=dict)  # which weights the backbone started from (backbone_weights.py)
+    best: BestEvaluation | None = None  # train.select=best: the best evaluation so far (selection.py)
     step_start: float = field(default_factory=time.perf_counter)  # images/s since the last log line
     imgs_since: int = 0
 
@@ -428,6 +430,9 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
+    best = BestEvaluation(cfg.protocol) if tc.select == "best" else None
+    if best is not None:
+        accelerator.register_for_checkpointing(best)
     use_adapter_checkpoints(accelerator, cfg.to_dict(), lambda: progress.step)  # no frozen backbone in checkpoints
 
     if accelerator.is_main_process:
@@ -465,6 +470,7 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         train_loader=train_loader, val_loader=val_loader, feature_cache=feature_cache, progress=progress, bar=bar,
         step_stats=StepStats(accelerator.device.type),  # summary.json: median step time, step memory
         initial_metrics=initial_metrics, last_ckpt=resume_path, weights_info=weights_info,
+        best=best,
     )
 
 
@@ -524,6 +530,9 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
         bar.note(f"step {step}: evaluating ({len(run.val_ds)} val images)")
         run.final_metrics = evaluate(model, run.val_loader, run.evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run.run_dir, step, run.final_metrics)
+        if run.best is not None and run.best.offer(step, run.final_metrics) and accelerator.is_main_process:
+            save_adapter(accelerator.unwrap_model(model), run.run_dir / BEST_ADAPTER_NAME, run.cfg.to_dict(),
+                         {"step": step})
     if is_last and accelerator.is_main_process:  # the small result first: a failing checkpoint
         save_adapter(accelerator.unwrap_model(model), run.run_dir / ADAPTER_NAME, run.cfg.to_dict(),
                      {"step": step})  # (e.g. a full disk) must not take the adapter with it
@@ -552,7 +561,8 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
         "initial_metrics": run.initial_metrics,
         "final_metrics": run.final_metrics,
         # the protocol's result keys (e.g. saliency per_image_miou under mtlora) of the reported evaluation
-        "headline_metrics": _headline(cfg, run.final_metrics),
+        "headline_metrics": _headline(cfg, run.best.metrics if run.best else run.final_metrics),
+        "selected": run.best.summary() if run.best else {"rule": "last", "step": step},
         **run.step_stats.summary(),  # this process's steps only (a resumed run: those after the resume)
     }
     import json

@@ -122,3 +122,34 @@ register_protocol(Protocol(
         "data.cat_max_ratio": f"{DEMTG} src/data/pl_data.py l.31-40",
     },
 ))
+
+MTLORA = "MTLoRA@HEAD"
+register_protocol(Protocol(
+    name="mtlora",
+    summary="the MTLoRA/DiTASK code: AdamW (wd 0.05), base lr 5e-4 x batch/512, 20 warm-up epochs then cosine over "
+            "300 epochs, gradient clipping 5, fp16 AMP, 448x448 resize for training and evaluation, losses pooled "
+            "over the batch, best evaluation reported",
+    settings={
+        "model.drop_path_rate": 0.2,
+        "train.optimizer": "adamw",
+        "train.lr": 5e-4,
+        "train.lr_scale_batch": 512,
+        "train.betas": [0.9, 0.999],
+        "train.eps": 1e-8,
+        "train.weight_decay": 0.05,
+        "train.schedule": "cosine",
+        "train.warmup_epochs": 20,
+        "train.warmup_lr": 5e-7,
+        "train.min_lr": 5e-6,
+        "train.epochs": 300,
+        "train.eval_every_epochs": 5,
+        "train.batch_size": 32,
+        "train.clip_grad_norm": 5.0,
+        "train.mixed_precision": "fp16",
+        "train.loss_normalization": "batch",
+        "train.select": "best",
+        "data.pipeline": "mtlora",
+        "data.crop_size": [448, 448],
+    },
+    headline_metrics={"sal": "per_image_miou"},
+))

@@ -1,0 +1,190 @@
+"""Training protocols, the frozen-weights guard, presets' tuning methods and --print-config, through the recipe CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from degmix_tuning.training.config import ExperimentConfig
+from degmix_tuning.training.protocols import get_protocol, protocol_differences
+from degmix_tuning.training.recipe import build_parser, config_from_args, main as recipe_main
+
+
+@pytest.fixture(scope="module")
+def nyud_root(tmp_path_factory) -> Path:
+    """A small NYUD-v2 root in the real on-disk layout: 'real data' to the recipe (--data-root)."""
+    from degmix_tuning.data.synthetic.writer import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("nyud") / "NYUDv2"
+    write_synthetic_dataset(root, n=10, flavour="nyud", seed=0, size=(48, 64))
+    return root
+
+
+def _cfg(argv: list[str], dataset: str = "nyud") -> ExperimentConfig:
+    return config_from_args(build_parser(dataset).parse_args(argv), dataset)
+
+
+def _printed(argv: list[str], capsys) -> dict:
+    assert recipe_main("nyud", [*argv, "--print-config"]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+def test_the_default_protocol_is_the_official_recipe(nyud_root):
+    cfg = _cfg(["--data-root", str(nyud_root), "--pretrained"])
+    assert cfg.protocol == "degmix"
+    assert cfg.model.head.interaction == "official"
+    assert cfg.train.loss_normalization == "image"
+    assert (cfg.train.optimizer, cfg.train.schedule, cfg.train.lr, cfg.train.max_steps) == ("sgd", "poly", 1e-3, 40000)
+    assert (cfg.train.batch_size, cfg.train.sync_bn, cfg.train.mixed_precision) == (8, True, "no")
+    assert protocol_differences(cfg) == {}  # nothing on the command line differs from the protocol
+
+
+def test_explicit_flags_override_the_protocol_and_are_recorded(nyud_root, capsys):
+    printed = _printed(["--data-root", str(nyud_root), "--random-backbone", "--lr", "0.02", "--interaction", "pixel",
+                        "--backbone", "tiny_swin"], capsys)
+    overrides = printed["config"]["protocol_overrides"]
+    assert overrides == {"model.head.interaction": ["official", "pixel"], "train.lr": [0.001, 0.02]}
+    assert printed["config"]["random_backbone"] is True
+    assert printed["effective_lr"] == 0.02
+
+
+def test_mtlora_protocol_values_and_the_effective_lr(nyud_root, capsys):
+    printed = _printed(["--data-root", str(nyud_root), "--random-backbone", "--protocol", "mtlora", "--backbone",
+                        "tiny_swin", "--batch-size", "4"], capsys)
+    cfg = printed["config"]
+    protocol = get_protocol("mtlora")
+    assert cfg["protocol"] == "mtlora"
+    assert cfg["train"]["optimizer"] == "adamw" and cfg["train"]["schedule"] == "cosine"
+    assert cfg["train"]["loss_normalization"] == "batch" and cfg["data"]["pipeline"] == "mtlora"
+    # base lr scaled by batch / 512 (MTLoRA's linear scaling), here at batch 4
+    assert printed["effective_lr"] == pytest.approx(protocol.settings["train.lr"] * 4 / 512, rel=1e-12)
+    # epochs -> optimizer steps: the 10-scene root splits into train ids; steps per epoch = train // batch
+    n_train = len((nyud_root / "gt_sets" / "train.txt").read_text().split())
+    assert cfg["train"]["max_steps"] == protocol.settings["train.epochs"] * (n_train // 4)
+    assert "train.batch_size" in cfg["protocol_overrides"]
+    if not torch.cuda.is_available():  # fp16 AMP needs CUDA: said, and recorded as an override
+        assert cfg["train"]["mixed_precision"] == "no"
+        assert cfg["protocol_overrides"]["train.mixed_precision"] == ["fp16", "no"]
+
+
+def test_max_steps_over_an_epoch_protocol_wins(nyud_root):
+    cfg = _cfg(["--data-root", str(nyud_root), "--pretrained", "--protocol", "mtlora", "--max-steps", "7"])
+    assert cfg.train.epochs is None and cfg.train.max_steps == 7
+
+
+def test_random_frozen_weights_on_real_data_are_refused_in_one_line(nyud_root, capsys):
+    code = recipe_main("nyud", ["--data-root", str(nyud_root), "--print-config"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    for needle in ("--checkpoint-path", "--pretrained", "--random-backbone",
+                   "upernet_swin_tiny_patch4_window7_512x512_160k_ade20k_pretrain_224x224_1K_20210531_112542-e380ad3e"):
+        assert needle in err
+    # every freezing method is refused, full fine-tuning is not (its weights all train)
+    assert recipe_main("nyud", ["--data-root", str(nyud_root), "--tuning", "lora", "--print-config"]) == 2
+    capsys.readouterr()
+    printed = _printed(["--data-root", str(nyud_root), "--tuning", "full", "--backbone", "tiny_swin"], capsys)
+    assert printed["backbone_weights"]["source"] == "random" and printed["backbone_weights"]["frozen"] is False
+
+
+def test_random_backbone_opts_in_and_is_recorded(nyud_root, capsys):
+    printed = _printed(["--data-root", str(nyud_root), "--random-backbone", "--backbone", "tiny_swin"], capsys)
+    assert printed["config"]["random_backbone"] is True
+    assert printed["backbone_weights"]["source"] == "random" and printed["backbone_weights"]["frozen"] is True
+
+
+def test_a_checkpoint_file_is_recorded_with_its_sha256(nyud_root, tmp_path, capsys):
+    import hashlib
+
+    from degmix_tuning.backbones import create_backbone
+
+    path = tmp_path / "tiny_swin.pth"
+    torch.save(create_backbone("tiny_swin").state_dict(), path)
+    printed = _printed(["--data-root", str(nyud_root), "--backbone", "tiny_swin", "--checkpoint-path", str(path)],
+                       capsys)
+    weights = printed["backbone_weights"]
+    assert weights["source"] == "file" and weights["file"] == str(path)
+    assert weights["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_synthetic_demo_is_unchanged(capsys):
+    cfg = _cfg(["--synthetic"])
+    # no weights named and no refusal: the demo keeps its packaged pretrained backbone and its measured settings
+    assert cfg.model.backbone == "swin_synthetic" and cfg.model.pretrained
+    assert cfg.model.head.interaction == "global" and cfg.train.loss_normalization == "batch"
+    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.lr) == (300, 4, 0.01)
+
+
+@pytest.mark.parametrize("preset, tuning", [("degmix_swin_t_nyud", "full"), ("degmix_tuning_swin_t_nyud", "degmix"),
+                                            ("degmix_tuning_tiny_nyud", "degmix")])
+def test_presets_carry_their_tuning_method(preset, tuning):
+    assert _cfg(["--synthetic", "--preset", preset]).tuning == tuning
+    assert _cfg(["--synthetic", "--preset", preset, "--tuning", "lora"]).tuning == "lora"  # unless --tuning says
+
+
+def test_a_run_records_its_protocol_and_weights(tmp_path, synthetic_cache):
+    from degmix_tuning.training.engine import train
+
+    out = tmp_path / "run"
+    cfg = ExperimentConfig().override([
+        "model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic=true", "data.synthetic_n=24",
+        "data.synthetic_size=48,64", "data.num_workers=0", "train.batch_size=4", "train.max_steps=2",
+        "train.eval_every=0", "train.checkpoint_every=0", "train.eval_at_start=false", f"train.output_dir={out}",
+        "train.max_eval_batches=1",
+    ])
+    train(cfg, show_progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert summary["protocol"] == saved["protocol"] == "degmix"
+    assert summary["protocol_overrides"] == saved["protocol_overrides"]
+    assert saved["protocol_overrides"]["train.max_steps"] == [40000, 2]
+    assert summary["backbone_weights"]["source"] == "random" and len(summary["backbone_weights"]["weights_sha256"]) == 64
+    assert set(summary["headline_metrics"]) == {"semseg", "depth"}
+
+
+def test_select_best_reports_the_best_evaluation_by_delta_m(tmp_path, synthetic_cache):
+    from degmix_tuning.metrics.delta_m import delta_m
+    from degmix_tuning.training.checkpoint import read_adapter
+    from degmix_tuning.training.engine import train
+
+    out = tmp_path / "best"
+    cfg = ExperimentConfig().override([
+        "model.backbone=tiny_swin", "model.head.dim=32", "data.synthetic=true", "data.synthetic_n=24",
+        "data.synthetic_size=48,64", "data.num_workers=0", "train.batch_size=4", "train.max_steps=4", "train.lr=0.05",
+        "train.eval_every=1", "train.checkpoint_every=0", "train.eval_at_start=false", f"train.output_dir={out}",
+        "train.select=best", "train.max_eval_batches=1",
+    ])
+    train(cfg, show_progress=False)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    first = rows[0]["metrics"]
+    scores = {r["step"]: delta_m(r["metrics"], first) for r in rows}
+    best_step = max(scores, key=lambda s: (scores[s], -s))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selected"]["step"] == best_step
+    assert summary["selected"]["delta_m"] == pytest.approx(scores[best_step], abs=1e-12)
+    assert summary["headline_metrics"]["depth"]["rmse"] == rows[[r["step"] for r in rows].index(best_step)][
+        "metrics"]["depth"]["rmse"]
+    _, meta = read_adapter(out / "adapter_best.safetensors")
+    assert meta["step"] == best_step
+
+
+def test_best_evaluation_uses_the_protocol_headline_keys():
+    from degmix_tuning.training.selection import BestEvaluation
+
+    def m(miou, maxf, pim):
+        return {"semseg": {"miou": miou}, "sal": {"maxf": maxf, "per_image_miou": pim}}
+
+    best = BestEvaluation("mtlora")  # saliency is ranked by per_image_miou, not maxf
+    assert best.offer(1, m(0.50, 0.80, 0.50))
+    assert best.offer(2, m(0.50, 0.70, 0.60))  # maxf fell, per-image mIoU rose: better under mtlora
+    assert not best.offer(3, m(0.52, 0.90, 0.55))  # +4 % semseg, -8.3 % saliency against the first evaluation
+    assert not best.offer(4, m(0.50, 0.70, 0.60))  # a tie keeps the earlier evaluation
+    assert best.summary()["step"] == 2
+    official = BestEvaluation("degmix")  # the same sequence ranked by maxf
+    for step, metrics in enumerate([m(0.50, 0.80, 0.50), m(0.50, 0.70, 0.60), m(0.52, 0.90, 0.55)], start=1):
+        official.offer(step, metrics)
+    assert official.summary()["step"] == 3
