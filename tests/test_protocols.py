@@ -144,6 +144,8 @@ def test_a_run_records_its_protocol_and_weights(tmp_path, synthetic_cache):
     assert saved["protocol_overrides"]["train.max_steps"] == [40000, 2]
     assert summary["backbone_weights"]["source"] == "random" and len(summary["backbone_weights"]["weights_sha256"]) == 64
     assert set(summary["headline_metrics"]) == {"semseg", "depth"}
+    start = json.loads((out / "history.jsonl").read_text().splitlines()[0])
+    assert start["backbone_weights"] == summary["backbone_weights"]  # known from the start, before any step
 
 
 def test_select_best_reports_the_best_evaluation_by_delta_m(tmp_path, synthetic_cache):

@@ -225,3 +225,26 @@ def test_data_config_validation():
     assert DataConfig(synthetic=True, synthetic_size=(60, 80)).resolved_crop_size() == (60, 80)
     cfg = DataConfig().override(["crop_size=[32, 48]", "flip=false"])
     assert cfg.crop_size == (32, 48) and cfg.flip is False
+
+
+def test_a_training_crop_without_person_parts_is_ignored_whole_for_human_parts():
+    """The official AddIgnoreRegions runs after the crop: a crop that lost every part pixel trains nothing on parts."""
+    import numpy as np
+    import torch
+
+    from degmix_tuning.data.transforms import TrainTransform
+
+    parts = torch.zeros(40, 80, dtype=torch.long)
+    parts[5:15, 60:75] = 3  # a person only at the right edge
+    sample = {"image": torch.rand(3, 40, 80) * 255, "human_parts": parts, "semseg": torch.zeros(40, 80).long()}
+    t = TrainTransform(crop_size=(40, 40), scale_range=(1.0, 1.0), flip=False, photometric=False, cat_max_ratio=1.0)
+    seen = {"with_parts": 0, "without": 0}
+    for seed in range(20):
+        out = t(dict(sample), np.random.default_rng(seed))["human_parts"]
+        if (out == 3).any():  # a crop with parts keeps its background as class 0
+            seen["with_parts"] += 1
+            assert (out == 0).any()
+        else:
+            seen["without"] += 1
+            assert (out == 255).all()
+    assert seen["with_parts"] and seen["without"]

@@ -188,7 +188,17 @@ class TrainTransform:
         if self.photometric:
             sample["image"] = photometric_distortion(sample["image"], rng)
         sample["image"] = normalize(sample["image"], self.mean, self.std)
-        return center_pad(sample, self.crop_size)
+        return ignore_partless_parts(center_pad(sample, self.crop_size))
+
+
+def ignore_partless_parts(sample: dict) -> dict:
+    """A crop without any person-part pixel is ignored whole for human parts, background included: the official
+    `AddIgnoreRegions` runs after crop and pad (DeMTG src/data/transforms.py l.284-288, pl_data.py l.31-40), so the
+    per-image rule the readers apply at load time holds again for each crop."""
+    parts = sample.get("human_parts")
+    if parts is not None and not ((parts != 0) & (parts != IGNORE_INDEX)).any():
+        sample = {**sample, "human_parts": torch.full_like(parts, IGNORE_INDEX)}
+    return sample
 
 
 @dataclass

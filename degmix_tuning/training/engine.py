@@ -452,9 +452,10 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in config_changes.items()))
         if accelerator.is_main_process:
             _drop_logged_after(run_dir, progress.step)
-            record_history(run_dir, "resume", progress.step, checkpoint=str(resume_path), changes=config_changes)
+            record_history(run_dir, "resume", progress.step, checkpoint=str(resume_path), changes=config_changes,
+                           backbone_weights=weights_info)
     elif accelerator.is_main_process:
-        record_history(run_dir, "start", 0)
+        record_history(run_dir, "start", 0, backbone_weights=weights_info)  # recorded before any step runs
     if not resume_candidates and tc.eval_at_start:
         initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run_dir, 0, initial_metrics)
@@ -511,6 +512,9 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
     tc, accelerator, model, bar = run.cfg.train, run.accelerator, run.model, run.bar
     step = run.progress.step
     if step % tc.log_every == 0 or step == tc.max_steps:
+        if accelerator.num_processes > 1:  # log the global batch's losses (its mean over processes), not rank 0's
+            loss = accelerator.reduce(loss.detach(), reduction="mean")
+            parts = {t: accelerator.reduce(v.detach(), reduction="mean") for t, v in parts.items()}
         elapsed = time.perf_counter() - run.step_start
         ips = run.imgs_since / max(elapsed, 1e-9)
         logs = {"train/loss": float(loss.detach()), "train/lr": run.scheduler.get_last_lr()[0],
