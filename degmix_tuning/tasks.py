@@ -56,8 +56,9 @@ def balanced_cross_entropy_loss(logits: Tensor, label: Tensor, *, per_image: boo
     dims = (1, 2) if per_image else (0, 1, 2)
     positives = ((label == 1) & valid).sum(dims, keepdim=True).to(logits.dtype)
     pos_share = positives / valid.sum(dims, keepdim=True).clamp_min(1).to(logits.dtype)
-    w_neg, w_pos = pos_share.clamp_min(1e-6), (1.0 - pos_share).clamp_min(1e-6)
-    weight = torch.where(label == 1, w_pos, w_neg)
+    # an all-negative (or all-positive) image weights its only class 0: loss exactly 0, as in the official
+    # criterion, which divides by the valid-pixel count, not by the weights (DeMTG criterion.py l.100-118)
+    weight = torch.where(label == 1, 1.0 - pos_share, pos_share)
     per_pixel = F.cross_entropy(logits, label.long(), ignore_index=IGNORE_INDEX, reduction="none")
     return _mean_over_valid(weight * per_pixel, valid, per_image)
 
@@ -79,7 +80,7 @@ def weighted_bce_loss(logits: Tensor, label: Tensor, *, pos_weight: float = 0.95
                       **_) -> Tensor:
     """Boundary BCE: -w*y*log(sig) - (1-w)*(1-y)*log(1-sig), mean over non-ignored pixels."""
     valid = _valid_mask(label)
-    target = torch.where(valid, label, torch.zeros_like(label))
+    target = torch.where(valid, label, torch.zeros_like(label)).to(logits.dtype)  # w in the logits' precision
     per_pixel = (-pos_weight * target * F.logsigmoid(logits)
                  - (1.0 - pos_weight) * (1.0 - target) * F.logsigmoid(-logits))
     return _mean_over_valid(per_pixel, valid, per_image)
