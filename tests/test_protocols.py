@@ -107,7 +107,7 @@ def test_a_checkpoint_file_is_recorded_with_its_sha256(nyud_root, tmp_path, caps
     printed = _printed(["--data-root", str(nyud_root), "--backbone", "tiny_swin", "--checkpoint-path", str(path)],
                        capsys)
     weights = printed["backbone_weights"]
-    assert weights["source"] == "file" and weights["file"] == str(path)
+    assert weights["source"] == "file" and weights["file"] == str(path.absolute())
     assert weights["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -190,3 +190,28 @@ def test_best_evaluation_uses_the_protocol_headline_keys():
     for step, metrics in enumerate([m(0.50, 0.80, 0.50), m(0.50, 0.70, 0.60), m(0.52, 0.90, 0.55)], start=1):
         official.offer(step, metrics)
     assert official.summary()["step"] == 3
+
+
+def test_best_is_ranked_against_the_published_single_task_row_in_our_units():
+    from degmix_tuning.training.selection import published_reference
+
+    ref, source = published_reference("swin_t", "pascal", ("semseg", "human_parts", "sal", "normals"), "mtlora")
+    expected = {"semseg": {"miou": 0.6721}, "human_parts": {"miou": 0.6193}, "sal": {"per_image_miou": 0.6235},
+                "normals": {"mean_angle": 17.97}}
+    assert ref.keys() == expected.keys()
+    for task, metric in expected.items():
+        assert ref[task].keys() == metric.keys() and all(ref[task][k] == pytest.approx(v, rel=1e-12)
+                                                         for k, v in metric.items())
+    assert "Single-task" in source
+    assert published_reference("tiny_swin", "nyud", ("semseg",), "degmix") == (None, "the first evaluation")
+
+
+def test_every_protocol_value_names_its_source_and_the_readme_shows_the_table():
+    from degmix_tuning.training.protocols import list_protocols, protocol_table
+
+    for name in list_protocols():
+        protocol = get_protocol(name)
+        assert set(protocol.sources) == set(protocol.settings), name
+        ExperimentConfig().override([f"{k}={json.dumps(v)}" for k, v in protocol.settings.items()])  # all valid
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert protocol_table() in readme  # `python -c "...print(protocol_table())"` regenerates it

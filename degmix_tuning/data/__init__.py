@@ -105,8 +105,8 @@ def build_dataset(cfg: DataConfig, split: str, tasks: Sequence[str], train: bool
         from .mtlora_transforms import MTLoRAEvalTransform, MTLoRATrainTransform
 
         load = tasks
-        transform = (MTLoRATrainTransform if train else MTLoRAEvalTransform)(size=crop, mean=tuple(mean),
-                                                                              std=tuple(std))
+        transform = (MTLoRATrainTransform(size=crop, mean=tuple(mean), std=tuple(std), dataset=cfg.dataset) if train
+                     else MTLoRAEvalTransform(size=crop, mean=tuple(mean), std=tuple(std)))
     elif train:
         # like ATRC, semseg is always read for training so cat_max_ratio can see the classes of a crop
         load = tasks + (("semseg",) if cfg.cat_max_ratio < 1.0 and "semseg" in info.tasks

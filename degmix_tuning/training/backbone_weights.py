@@ -66,7 +66,7 @@ def describe(cfg, backbone) -> dict:
     out: dict = {"backbone": m.backbone, "frozen": freezes_backbone_weights(cfg.tuning)}
     pcfg = dict(getattr(backbone, "pretrained_cfg", None) or {})
     if m.checkpoint_path:
-        out.update(source="file", file=str(m.checkpoint_path), file_sha256=file_sha256(m.checkpoint_path))
+        out.update(source="file", file=str(Path(m.checkpoint_path).absolute()), file_sha256=file_sha256(m.checkpoint_path))
     elif m.pretrained:
         if str(pcfg.get("weights", "")).startswith("packaged"):  # weights shipped with the package
             out.update(source="packaged", tag=pcfg["weights"].split(" ", 1)[-1])

@@ -44,7 +44,7 @@ from . import backbone_weights
 from .config import ExperimentConfig
 from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
 from .protocols import headline_metric, protocol_differences
-from .selection import BEST_ADAPTER_NAME, BestEvaluation
+from .selection import BEST_ADAPTER_NAME, BestEvaluation, published_reference
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
 from .resume import record_history, resume_changes
@@ -430,7 +430,10 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(scheduler, progress)
-    best = BestEvaluation(cfg.protocol) if tc.select == "best" else None
+    best = None
+    if tc.select == "best":
+        best = BestEvaluation(cfg.protocol, *published_reference(cfg.model.backbone, cfg.model.dataset, tasks,
+                                                                 cfg.protocol))
     if best is not None:
         accelerator.register_for_checkpointing(best)
     use_adapter_checkpoints(accelerator, cfg.to_dict(), lambda: progress.step)  # no frozen backbone in checkpoints

@@ -2,9 +2,11 @@
 
 - `degmix` protocol (the official DeMTG recipe): SGD (momentum, weight decay on every parameter) and
   lr * (1 - t / max_steps) ** poly_power, stepped after every optimizer step (torch's `PolynomialLR`).
-- `mtlora` protocol (the MTLoRA / DiTASK code): AdamW with no weight decay on 1-d parameters (norms, biases) and
-  position tables, lr scaled linearly with the batch, linear warm-up then cosine, per optimizer step (timm's
-  `CosineLRScheduler`, the scheduler their code builds), wrapped so it steps like a torch scheduler.
+- `mtlora` protocol (the MTLoRA / DiTASK code): AdamW with no weight decay on 1-d tensors and `.bias` only (their
+  keyword lists are never consulted: MTLoRA optimizer.py l.33-37, 71-86 gets the multi-task wrapper, which has no
+  `no_weight_decay()`, so relative position tables ARE decayed), lr, warm-up lr and min lr scaled linearly with the
+  batch (main.py l.577-593), linear warm-up then cosine over the remaining steps, per optimizer step (timm's
+  `CosineLRScheduler` with warmup_prefix, lr_scheduler.py l.25-45), wrapped so it steps like a torch scheduler.
 """
 
 from __future__ import annotations
@@ -13,10 +15,6 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-
-# parameter names AdamW leaves without weight decay besides 1-d tensors (MTLoRA/Swin `set_weight_decay` keywords)
-NO_DECAY_KEYWORDS = ("absolute_pos_embed", "relative_position_bias_table")
-
 
 def effective_lr(tc: TrainConfig, value: float | None = None) -> float:
     """The lr the optimizer uses: `value` (default train.lr) times batch x accumulation / lr_scale_batch if set."""
@@ -27,8 +25,8 @@ def effective_lr(tc: TrainConfig, value: float | None = None) -> float:
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """AdamW's exempt parameters: 1-d tensors (norm weights, biases), `.bias`, and the position tables."""
-    return param.ndim == 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_KEYWORDS)
+    """AdamW's exempt parameters, as MTLoRA's code decides them: 1-d tensors (norm weights, biases) and `.bias`."""
+    return param.ndim == 1 or name.endswith(".bias")
 
 
 def build_optimizer(tc: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -57,7 +55,13 @@ def total_steps(tc: TrainConfig, steps_per_epoch: int | None) -> int:
 
 class CosineSchedule:
     """timm's `CosineLRScheduler` (warm-up + cosine, counted in optimizer updates) behind torch's scheduler calls:
-    `step()` after each optimizer step, `get_last_lr()`, and a `state_dict` that is just the update count."""
+    `step()` after each optimizer step, `get_last_lr()` (the lr of the next step), and a `state_dict` that is just
+    the update count.
+
+    As in MTLoRA's loop (main.py l.341-353), optimizer step i runs at the schedule's value for update max(i-1, 0):
+    timm's constructor sets the warm-up lr, and `step_update(i)` is called after step i. So steps 0 and 1 both run
+    at the warm-up lr and the peak is first used at step warmup + 1; the cosine spans total - warmup updates.
+    """
 
     def __init__(self, tc: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int | None):
         from timm.scheduler import CosineLRScheduler
@@ -69,14 +73,15 @@ class CosineSchedule:
         self.total = total_steps(tc, steps_per_epoch)
         warmup = int(tc.warmup_epochs * epoch_steps)
         self._timm = CosineLRScheduler(
-            optimizer, t_initial=self.total, lr_min=effective_lr(tc, tc.min_lr),
-            warmup_lr_init=effective_lr(tc, tc.warmup_lr), warmup_t=warmup, cycle_limit=1, t_in_epochs=False,
+            optimizer, t_initial=self.total - warmup, lr_min=effective_lr(tc, tc.min_lr),
+            warmup_lr_init=effective_lr(tc, tc.warmup_lr), warmup_t=warmup, warmup_prefix=True, cycle_limit=1,
+            t_in_epochs=False,
         )
-        self.updates = 0
+        self.updates = 0  # optimizer steps taken
 
     def step(self) -> None:
+        self._timm.step_update(self.updates)  # the value of update i, used by step i + 1
         self.updates += 1
-        self._timm.step_update(self.updates)
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
@@ -86,7 +91,7 @@ class CosineSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["updates"])
-        self._timm.step_update(self.updates)
+        self._timm.step_update(max(self.updates - 1, 0))
 
 
 def build_scheduler(tc: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int | None = None):

@@ -1,9 +1,11 @@
 """Which evaluation a run reports: the last one (the official DeMTG code tests the last-iteration model) or the best
 one by Δm over the protocol's headline metrics (the MTLoRA/DiTASK practice of reporting the best validation epoch).
 
-Δm ranks evaluations against one fixed reference: the run's first evaluation (its metrics at the first eval step),
-so the ranking uses the same per-task weights 1/reference for every candidate. The best evaluation's adapter is
-kept as `adapter_best.safetensors`; `summary.json` names the rule, the step and its metrics.
+Δm ranks evaluations against one fixed reference: the published single-task row of the backbone and dataset when
+there is one for the run's tasks (e.g. Swin-T PASCAL 67.21 / 61.93 / 62.35 / 17.97, the reference the MTLoRA/DiTASK
+tables and a commented-out line of DiTASK's main.py use), else the run's first evaluation. Either way every
+candidate is weighed with the same per-task weights 1/reference. The best evaluation's adapter is kept as
+`adapter_best.safetensors`; `summary.json` names the rule, the reference, the step and its metrics.
 """
 
 from __future__ import annotations
@@ -14,12 +16,30 @@ from .protocols import headline_metric
 BEST_ADAPTER_NAME = "adapter_best.safetensors"
 
 
-class BestEvaluation:
-    """Keeps the best evaluation seen so far (by Δm against the first one)."""
+PERCENT_KEYS = frozenset({"miou", "per_image_miou", "maxf", "odsf", "pixel_acc"})  # published x100, ours 0..1
 
-    def __init__(self, protocol: str):
+
+def published_reference(backbone: str, dataset: str, tasks, protocol: str) -> tuple[dict | None, str]:
+    """The published single-task metrics for these tasks in our units ({task: {key: value}}), and their source."""
+    from ..reporting.published import reference_row
+
+    row = reference_row(backbone, dataset, tuple(tasks))
+    if row is None:
+        return None, "the first evaluation"
+    ref = {}
+    for task in tasks:
+        key = headline_metric(protocol, task)
+        ref[task] = {key: row.metrics[task] / 100.0 if key in PERCENT_KEYS else row.metrics[task]}
+    return ref, f"{row.method} ({row.source})"
+
+
+class BestEvaluation:
+    """Keeps the best evaluation seen so far (by Δm against a fixed reference, see the module docstring)."""
+
+    def __init__(self, protocol: str, reference: dict | None = None, source: str = "the first evaluation"):
         self.protocol = protocol
-        self.reference: dict | None = None
+        self.reference: dict | None = reference
+        self.source = source
         self.step: int | None = None
         self.metrics: dict | None = None
         self.score: float | None = None
@@ -43,5 +63,5 @@ class BestEvaluation:
                                                                                   "score"))
 
     def summary(self) -> dict:
-        return {"rule": "best delta_m vs the first evaluation", "step": self.step, "delta_m": self.score,
+        return {"rule": f"best delta_m vs {self.source}", "step": self.step, "delta_m": self.score,
                 "metrics": self.metrics}
