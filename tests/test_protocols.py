@@ -215,3 +215,47 @@ def test_every_protocol_value_names_its_source_and_the_readme_shows_the_table():
         ExperimentConfig().override([f"{k}={json.dumps(v)}" for k, v in protocol.settings.items()])  # all valid
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert protocol_table() in readme  # `python -c "...print(protocol_table())"` regenerates it
+
+
+def test_an_mtlora_protocol_run_end_to_end(tmp_path, synthetic_cache, capsys):
+    """AdamW + warm-up/cosine counted in epochs, the MTLoRA resize pipeline, evaluation every epoch, best selected."""
+    import math
+
+    out = tmp_path / "mtlora"
+    code = recipe_main("nyud", [
+        "--synthetic", "--protocol", "mtlora", "--backbone", "tiny_swin", "--head-dim", "32", "--batch-size", "4",
+        "--lr", "0.05", "--output-dir", str(out), "--no-progress", "--set", "data.synthetic_n=24",
+        "--set", "data.synthetic_size=48,64", "--set", "data.crop_size=40,56", "--set", "data.num_workers=0",
+        "--set", "train.epochs=2", "--set", "train.warmup_epochs=1", "--set", "train.eval_every_epochs=1",
+        "--set", "train.log_every=1", "--set", "train.eval_at_start=false", "--set", "train.checkpoint_every=0",
+        "--set", "train.warmup_lr=0.0005", "--set", "train.min_lr=0.005",
+    ])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((out / "config.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    n_train = 24 - round(24 * 0.25)  # the synthetic val fraction
+    per_epoch = n_train // 4
+    assert saved["train"]["max_steps"] == 2 * per_epoch and summary["step"] == 2 * per_epoch
+    assert summary["selected"]["rule"].startswith("best delta_m")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [per_epoch, 2 * per_epoch]  # every epoch
+    # the logged lr after step s is the lr of step s+1: timm's warm-up + cosine at update max(s - 1, 0)
+    scale = 4 / 512
+    peak, warm, low = 0.05 * scale, 0.0005 * scale, 0.005 * scale
+    total, warmup = 2 * per_epoch, per_epoch
+
+    def schedule(t):
+        if t < warmup:
+            return warm + (peak - warm) * t / warmup
+        return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * (t - warmup) / (total - warmup)))
+
+    logged = {}
+    for line in (out / "log.csv").read_text().splitlines()[1:]:
+        step, key, value = line.split(",")
+        if key == "train/lr":
+            logged[int(step)] = float(value)
+    assert sorted(logged) == list(range(1, total + 1))
+    for s, lr in logged.items():
+        assert lr == pytest.approx(schedule(max(s - 1, 0)), rel=1e-9), s
+    # evaluation at the resized 40x56: every val image was resized, none refused for being larger than the crop
+    assert summary["headline_metrics"]["semseg"]["miou"] is not None

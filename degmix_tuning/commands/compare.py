@@ -243,12 +243,10 @@ class _LaunchBar:
 
 def _headline(run: PlannedRun) -> str:
     """Main numbers of a finished run, from its folder."""
-    from ..tasks import get_task
-
     summary = json.loads((run.run_dir / "summary.json").read_text())
-    metrics = summary.get("final_metrics") or {}
-    parts = [f"{t} {get_task(t).main_metric} {metrics[t][get_task(t).main_metric]:.4f}"
-             for t in run.cfg.model.tasks if get_task(t).main_metric in metrics.get(t, {})]
+    headline = summary.get("headline_metrics") or {}  # the reported evaluation, in the protocol's keys
+    parts = [f"{t} {key} {value:.4f}" for t in run.cfg.model.tasks for key, value in headline.get(t, {}).items()
+             if value is not None]
     if summary.get("step_time_median_s") is not None:
         parts.append(f"{summary['step_time_median_s']:.3f} s/step")
     if summary.get("step_memory_mb") is not None:
@@ -290,6 +288,7 @@ def _setup(cfg) -> dict:
     size = d.synthetic_size if d.synthetic else d.crop_size
     return {"dataset": m.dataset, "data": data, "backbone": m.backbone, "weights": weights, "tasks": list(m.tasks),
             "max_steps": t.max_steps, "batch_size": t.batch_size, "lr": t.lr, "seed": t.seed,
+            "protocol": cfg.protocol, "optimizer": t.optimizer, "schedule": t.schedule,
             "image_size": list(size) if size else None, "head_dim": m.head.dim}
 
 

@@ -64,8 +64,12 @@ class RunRow:
                 "metrics": dict(self.metrics), "delta_m": self.delta_m}
 
 
-def main_metric(task: str) -> str:
-    return get_task(task).main_metric
+def main_metric(task: str, protocol: str = "degmix") -> str:
+    """The result key a task is tabulated with: its protocol's headline key (e.g. saliency per_image_miou under
+    mtlora), else the task's main metric."""
+    from ..training.protocols import headline_metric
+
+    return headline_metric(protocol, task)
 
 
 def _ditask_rule(config: dict) -> tuple[int, int]:
@@ -94,12 +98,16 @@ def read_run_row(run_dir: str | Path, label: str | None = None) -> RunRow:
     if abc != summary["params"]["trainable"]:
         raise ValueError(f"run {str(run_dir)!r}: summary.json counts {summary['params']['trainable']:,} trainable "
                          f"parameters, its config rebuilds to {abc:,}; the folder holds another run")
+    protocol = record.config.get("protocol", "degmix")
+    selected = summary.get("selected") or {"rule": "last"}
+    reported = selected.get("metrics") if selected["rule"] != "last" else record.metrics  # train.select=best
+    which = "the last evaluation" if selected["rule"] == "last" else f"the selected evaluation ({selected['rule']})"
     metrics = {}
     for task in record.tasks:
-        key = main_metric(task)
-        if key not in record.metrics.get(task, {}):
-            raise ValueError(f"run {str(run_dir)!r}: the last evaluation has no {task} {key}")
-        metrics[task] = float(record.metrics[task][key])
+        key = main_metric(task, protocol)
+        if key not in (reported or {}).get(task, {}):
+            raise ValueError(f"run {str(run_dir)!r}: {which} has no {task} {key}")
+        metrics[task] = float(reported[task][key])
     return RunRow(
         label=label or run_dir.name, method=record.method, run_dir=run_dir, step=record.step, tasks=record.tasks,
         trainable=int(summary["params"]["trainable"]), trainable_ab=ab, adapter_bytes=int(summary["adapter_bytes"]),
@@ -124,6 +132,10 @@ class Comparison:
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.setup["tasks"])
+
+    @property
+    def protocol(self) -> str:
+        return self.setup.get("protocol", "degmix")
 
     @property
     def reference_metrics(self) -> dict[str, float]:
@@ -156,7 +168,7 @@ class Comparison:
     def columns(self) -> list[str]:
         return (["method", "trainable a+b+c (MTLoRA rule)", "trainable a+b (DiTASK rule)", "adapter (MB)",
                  "step time (s, median)", "step memory (MiB)"]
-                + [f"{t} {main_metric(t)}" for t in self.tasks] + [f"Δm vs {self.reference} (%)"])
+                + [f"{t} {main_metric(t, self.protocol)}" for t in self.tasks] + [f"Δm vs {self.reference} (%)"])
 
     def _cells(self, r: RunRow) -> list[str]:
         def num(v, fmt):
@@ -175,8 +187,9 @@ class Comparison:
         lines = [
             f"# Tuning methods compared: {s['backbone']} on {s['data']} {s['dataset']} ({', '.join(self.tasks)})", "",
             f"Every method trained on the same data, seed ({s['seed']}), schedule ({s['max_steps']} steps, batch "
-            f"{s['batch_size']}, lr {s['lr']:g}, SGD + poly) and backbone weights ({s['weights']}); one run folder "
-            f"per method under `{self.out_dir}`.", "",
+            f"{s['batch_size']}, lr {s['lr']:g}, {s.get('optimizer', 'sgd')} + {s.get('schedule', 'poly')}; "
+            f"protocol {self.protocol}) and backbone weights ({s['weights']}); one run folder per method under "
+            f"`{self.out_dir}`.", "",
         ]
         if self.command:
             lines += ["```bash", self.command, "```", ""]
@@ -192,8 +205,10 @@ class Comparison:
             "steps, of the run's last process (a resumed run: the steps after the resume); data loading, evaluation "
             "and checkpoints excluded. **step memory**: the largest extra memory one step needed: "
             + ("; ".join(kinds) if kinds else "not measured") + ".",
-            "- **task metrics**: the last evaluation of each run (`metrics.jsonl`), each task's main metric "
-            "(mIoU as a fraction, depth RMSE in metres, normals mean angle in degrees, saliency maxF, boundary odsF).",
+            "- **task metrics**: the evaluation each run reports (the last one, or under `train.select=best` the "
+            "one `summary.json` names), each task's headline metric under the protocol (mIoU as a fraction, depth "
+            "RMSE in metres, normals mean angle in degrees, saliency maxF — per-image mIoU under `mtlora` — "
+            "boundary odsF).",
             f"- **Δm**: mean over tasks of ±(M - M_ref) / M_ref x 100, minus for lower-is-better metrics (depth, "
             f"normals), against {self.reference_label()}"
             + (" — as in the PEFT papers' tables, whose reference is single-task full fine-tuning."
@@ -212,7 +227,7 @@ class Comparison:
         buf = io.StringIO()
         names = (["method", "tuning", "run_dir", "step", "trainable_mtlora_rule", "trainable_ditask_rule",
                   "adapter_mb", "step_time_median_s", "step_memory_mb"]
-                 + [f"{t}_{main_metric(t)}" for t in self.tasks] + ["delta_m"])
+                 + [f"{t}_{main_metric(t, self.protocol)}" for t in self.tasks] + ["delta_m"])
         w = csv.writer(buf)
         w.writerow(names)
         for r in self.all_rows():
@@ -225,7 +240,7 @@ class Comparison:
 
     def to_dict(self) -> dict:
         return {"setup": self.setup, "reference": self.reference, "reference_metrics": self.reference_metrics,
-                "metrics": {t: main_metric(t) for t in self.tasks}, "command": self.command,
+                "metrics": {t: main_metric(t, self.protocol) for t in self.tasks}, "command": self.command,
                 "delta_m_note": self.delta_m_note, "rows": [r.as_dict() for r in self.rows],
                 "single_task": [r.as_dict() for r in self.single_task],
                 "single_task_total": self.single_task_total and self.single_task_total.as_dict()}
@@ -267,7 +282,7 @@ def build_comparison(out_dir: str | Path, methods: list[str], reference: str, se
         raise ValueError(f"the Δm reference {reference!r} is not among the compared methods {methods}")
     comparison = Comparison(out_dir, setup, reference, rows, single, command)
     ref = comparison.reference_metrics
-    zero = [f"{t} {main_metric(t)}" for t, v in ref.items() if v == 0]
+    zero = [f"{t} {main_metric(t, comparison.protocol)}" for t, v in ref.items() if v == 0]
     if zero:  # a relative change from 0 is undefined: say so instead of dividing
         comparison.delta_m_note = f"Δm undefined: the reference's {', '.join(zero)} is 0"
     for r in rows:
