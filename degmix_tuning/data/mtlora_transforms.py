@@ -72,7 +72,9 @@ import torch
 import torch.nn.functional as F
 
 from ..tasks import IGNORE_INDEX
-from .transforms import CLASS_LABELS, DENSE_LABELS, IMAGENET_MEAN, IMAGENET_STD, LABEL_KEYS, normalize
+# hflip (ct l.192-209): mirror every array, negate normals x; MTLoRA's invalid normals are 0 here, so the
+# 255-aware flip of the ATRC pipeline negates them to -0 exactly as MTLoRA does
+from .transforms import CLASS_LABELS, DENSE_LABELS, IMAGENET_MEAN, IMAGENET_STD, LABEL_KEYS, hflip, normalize
 
 CUBIC = ("image", "normals")  # cv2.INTER_CUBIC in MTLoRA's FLAGVALS (mtl_ds l.741, l.781, l.809); the rest nearest
 NORMALS_EPS = float(np.finfo(np.float64).eps)  # ct l.147-148: np.finfo(float).eps
@@ -147,18 +149,6 @@ def cast_uint8(image: torch.Tensor, mode: str = "wrap") -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------- geometry
-def hflip(sample: dict) -> dict:
-    """ct l.192-209: mirror every array; negate normals channel 0 (zeros stay 0: MTLoRA encoding)."""
-    out = dict(sample)
-    for key, value in sample.items():
-        if key == "image" or key in LABEL_KEYS:
-            v = value.flip(-1)
-            if key == "normals":
-                v = torch.cat([-v[:1], v[1:]], dim=0)
-            out[key] = v
-    return out
-
-
 def rotation_matrix(angle_deg: float, scale: float, h: int, w: int) -> np.ndarray:
     """cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale): the 2x3 forward (source -> destination) map."""
     a = math.radians(angle_deg)
