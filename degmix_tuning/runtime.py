@@ -4,6 +4,18 @@ that data code never imports training code for them."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+# `--import` modules of this process (names, or absolute .py paths): recorded in the run config (model.imports), so
+# evaluate / predict / resume import them again without being told
+IMPORTED_PLUGINS: list[str] = []
+
+
+def record_plugins(modules) -> None:
+    for module in modules:
+        entry = str(Path(module).resolve()) if str(module).endswith(".py") else str(module)
+        if entry not in IMPORTED_PLUGINS:
+            IMPORTED_PLUGINS.append(entry)
 
 
 def is_main_launch_process() -> bool:
@@ -18,4 +30,4 @@ def current_umask() -> int:
     return mask
 
 
-__all__ = ["current_umask", "is_main_launch_process"]
+__all__ = ["IMPORTED_PLUGINS", "current_umask", "is_main_launch_process", "record_plugins"]

@@ -22,6 +22,7 @@ class ModelConfig(ConfigBase):
     img_size: tuple[int, int] | None = None  # size the backbone is built for (Swin/ViT); any size still runs
     backbone_kwargs: dict = field(default_factory=dict)
     drop_path_rate: float | None = None  # stochastic depth of a backbone that trains (official Swin: 0.1)
+    imports: tuple[str, ...] = ()  # `--import` plugin modules that register the backbone (imported before building)
     dataset: str = "nyud"  # decides class counts (semseg: 40 NYUD / 21 PASCAL)
     tasks: tuple[str, ...] = ("semseg", "depth")
     head: DeGMixConfig = field(default_factory=DeGMixConfig)
@@ -53,6 +54,10 @@ def create_model(cfg: ModelConfig | str, **overrides) -> MultiTaskModel:
         cfg = get_preset(cfg)
     if overrides:
         cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
+    if cfg.imports:
+        from ..backbones import import_plugins
+
+        import_plugins(cfg.imports)
     extra = {} if cfg.drop_path_rate is None else {"drop_path_rate": cfg.drop_path_rate}
     backbone = create_backbone(
         cfg.backbone, pretrained=cfg.pretrained, checkpoint_path=cfg.checkpoint_path, img_size=cfg.img_size,

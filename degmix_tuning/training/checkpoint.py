@@ -114,6 +114,10 @@ def load_tuned(path: str | Path, backbone: nn.Module | str | None = None, map_lo
     tensors, meta = read_adapter(path)
     cfg = ExperimentConfig.from_dict(meta["config"])
     mcfg = cfg.model
+    if mcfg.imports:  # the run's `--import` plugins: its backbone may be registered there
+        from ..backbones import import_plugins
+
+        import_plugins(mcfg.imports)
     random_init = backbone is None and not mcfg.pretrained and not mcfg.checkpoint_path
     # training builds the model right after seeding with train.seed, so a random-init backbone is rebuilt the same way
     with torch.random.fork_rng(devices=[]):

@@ -176,6 +176,11 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
     overrides += _length_in_steps(overrides, named)
     cfg = cfg.override(overrides + named) if overrides or named else cfg
     cfg = _amp_where_possible(cfg, {item.split("=", 1)[0].strip() for item in named})
+    from ..runtime import IMPORTED_PLUGINS
+
+    if IMPORTED_PLUGINS:  # recorded, so evaluate / predict / --resume find the plugin's backbone on their own
+        imports = list(dict.fromkeys([*cfg.model.imports, *IMPORTED_PLUGINS]))
+        cfg = cfg.override([f"model.imports={','.join(imports)}"])
     output_named = getattr(args, "output_dir", None) is not None or "train.output_dir" in _set_keys(args)
     if args.synthetic and not uses_demo_backbone(args) and not output_named:
         # one demo folder per backbone: runs of other backbones never land in (or resume) the default demo's folder
@@ -239,6 +244,9 @@ def _run(args: argparse.Namespace, dataset: str) -> int:
     from ..backbones import import_plugins
 
     import_plugins(getattr(args, "imports", []))  # `degmix-tuning train` imports them in cli.main
+    from ..runtime import record_plugins
+
+    record_plugins(getattr(args, "imports", []))
     cfg = config_from_args(args, dataset)
     require_data(cfg, dataset)
     if getattr(args, "print_config", False):
