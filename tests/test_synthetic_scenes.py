@@ -91,8 +91,9 @@ def test_normals_face_the_camera():
 def test_render_scene_dispatches_by_dataset_name():
     assert np.array_equal(render_scene("nyud", 3).image, scene("indoor", 3).image)
     assert np.array_equal(render_scene("pascal", 3).semseg, scene("pascal", 3).semseg)
-    with pytest.raises(KeyError, match="nyud, pascal"):
-        render_scene("cityscapes", 0)
+    assert render_scene("cityscapes", 3).image.shape[-1] == 3  # the street scenes of the Cityscapes stand-in
+    with pytest.raises(KeyError, match="nyud, pascal, cityscapes"):
+        render_scene("kitti", 0)
 
 
 def test_bad_size_is_refused_with_a_clear_message():

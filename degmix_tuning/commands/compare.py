@@ -381,7 +381,7 @@ def register(sub) -> None:
     )
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated tuning methods (default {DEFAULT_METHODS})")
-    p.add_argument("--dataset", default="nyud", choices=["nyud", "pascal"], help="default nyud")
+    p.add_argument("--dataset", default="nyud", choices=["nyud", "pascal", "cityscapes"], help="default nyud")
     p.add_argument("--reference", default="full", metavar="full|single-task|METHOD",
                    help="Δm reference: the full fine-tuning run (default), single-task (one full fine-tuning run per "
                         "task, trained too: the papers' convention), or another compared method")

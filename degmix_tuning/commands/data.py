@@ -6,6 +6,10 @@ import argparse
 import sys
 import time
 
+# the registered datasets (data/info.py) and synthetic flavours (data/synthetic/writer.py), named here because
+# importing degmix_tuning.data loads torch, which `degmix-tuning --help` must not wait for
+DATASETS = ("nyud", "pascal", "cityscapes")
+
 
 def _validate(args: argparse.Namespace) -> int:
     from ..data.validate import validate_root
@@ -53,7 +57,8 @@ def _to_arrow(args: argparse.Namespace) -> int:
     from ..data.config import DataConfig
     from ..data.readers import open_reader
 
-    source = DataConfig(dataset=args.dataset, format=args.format)
+    source = DataConfig(dataset=args.dataset, format=args.format,
+                        crop_size=tuple(args.crop_size) if args.crop_size else None)
 
     def make_reader(split):
         return open_reader(source, split, root=args.root)
@@ -74,27 +79,32 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     v = dsub.add_parser("validate", help="check every file of a root and list all problems (exit 1 if any)")
-    v.add_argument("--dataset", required=True, choices=["nyud", "pascal"])
+    v.add_argument("--dataset", required=True, choices=DATASETS)
     v.add_argument("--root", required=True, help="dataset root folder")
     v.add_argument("--split", action="append", help="split to check (repeatable; default train and val)")
     v.add_argument("--format", default="auto", help="NYUD-v2 flavour: auto, A, B or C")
     v.add_argument("--limit", type=int, default=None, help="check only the first N ids of each split")
     v.set_defaults(func=_validate)
 
-    s = dsub.add_parser("synth", help="write a synthetic dataset in the real NYUD-v2 / PASCAL-Context layout")
+    s = dsub.add_parser("synth", help="write a synthetic dataset in the real NYUD-v2 / PASCAL-Context / Cityscapes "
+                        "layout")
     s.add_argument("--out", required=True, help="new (or empty) output folder")
     s.add_argument("--n", type=int, default=200, help="number of scenes (default 200)")
-    s.add_argument("--flavour", default="nyud", choices=["nyud", "pascal"])
+    s.add_argument("--flavour", default="nyud", choices=DATASETS,
+                   help="layout and scenes: indoor rooms (nyud), PASCAL-like scenes (pascal) or streets (cityscapes)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=int, nargs=2, default=[120, 160], metavar=("H", "W"))
     s.add_argument("--val-fraction", type=float, default=0.25)
     s.set_defaults(func=_synth)
 
     a = dsub.add_parser("to-arrow", help="store the decoded labels of a root as a memory-mapped Arrow dataset")
-    a.add_argument("--dataset", required=True, choices=["nyud", "pascal"])
+    a.add_argument("--dataset", required=True, choices=DATASETS)
     a.add_argument("--root", required=True)
     a.add_argument("--out", required=True, help="new (or empty) output folder")
     a.add_argument("--split", action="append", help="split to convert (repeatable; default train and val)")
     a.add_argument("--format", default="auto", help="NYUD-v2 flavour: auto, A, B or C")
     a.add_argument("--limit", type=int, default=None, help="convert only the first N ids of each split")
+    a.add_argument("--crop-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="Cityscapes: the size the samples are stored at, i.e. the data.crop_size of the runs that "
+                   "will read the copy (default 256 512); other datasets are stored at their native size")
     a.set_defaults(func=_to_arrow)

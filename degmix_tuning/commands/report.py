@@ -40,7 +40,7 @@ def register(sub) -> None:
 
     params = rsub.add_parser("params", help="count trainable parameters of every tuning method; compare with papers")
     params.add_argument("--backbone", default="swin_t", help="registered backbone or timm name (default swin_t)")
-    params.add_argument("--dataset", default="pascal", choices=["nyud", "pascal"])
+    params.add_argument("--dataset", default="pascal", choices=["nyud", "pascal", "cityscapes"])
     params.add_argument("--tasks", default=None, help="comma-separated tasks (default: the dataset's default tasks)")
     params.add_argument("--methods", default=None, help="comma-separated tuning methods (default: all registered)")
     params.add_argument("--no-published", action="store_true", help="skip the published-numbers comparison")
@@ -51,7 +51,7 @@ def register(sub) -> None:
     plot.add_argument("--out", required=True, help="image file to write (.png, .pdf, .svg)")
     plot.add_argument("--runs", default=None, help="a run folder or a folder of runs (metrics.jsonl + config.json)")
     plot.add_argument("--backbone", default=None, help="default: the one the runs share, else swin_t")
-    plot.add_argument("--dataset", default=None, choices=["nyud", "pascal"],
+    plot.add_argument("--dataset", default=None, choices=["nyud", "pascal", "cityscapes"],
                       help="default: the one the runs share, else pascal")
     plot.add_argument("--metric", default="delta_m", help="delta_m (default) or a task name, e.g. semseg")
     plot.set_defaults(func=_plot)

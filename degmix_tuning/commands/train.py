@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-DATASETS = ("nyud", "pascal")
+DATASETS = ("nyud", "pascal", "cityscapes")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ PIPELINES = ("atrc", "mtlora")
 
 @dataclass
 class DataConfig(ConfigBase):
-    dataset: str = "nyud"  # "nyud" | "pascal"
+    dataset: str = "nyud"  # a registered dataset: "nyud" | "pascal" | "cityscapes"
     root: str | None = None  # real dataset root; None when synthetic or arrow_path is used
     format: str = "auto"  # NYUD-v2 archive flavour: auto | A | B | C
     synthetic: bool = False  # generate (once, cached) a synthetic dataset in the real on-disk layout

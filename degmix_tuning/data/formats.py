@@ -1,4 +1,4 @@
-"""Read and write every on-disk file of the NYUD-v2 / PASCAL-Context multi-task layouts.
+"""Read and write every on-disk file of the NYUD-v2 / PASCAL-Context multi-task and the Cityscapes layouts.
 
 The dataset readers and the synthetic writer both go through these functions, so a file the writer produces is
 read back by exactly the code that reads the real archives. Every failure raises with the file's path and what is
@@ -7,6 +7,8 @@ wrong with it: `FileNotFoundError` for a missing file, `DataFileError` (a `Value
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +144,80 @@ def write_label_png(path: str | Path, array: np.ndarray, palettised: bool = Fals
     else:
         img = Image.fromarray(np.ascontiguousarray(arr))
     img.save(path, format="PNG", compress_level=1)
+    return path
+
+
+# --------------------------------------------------------------------------------------- 16-bit PNG (disparity)
+def read_uint16_png(path: str | Path) -> np.ndarray:
+    """16-bit single-channel PNG -> uint16 [H, W]; an 8-bit PNG is refused (it cannot hold Cityscapes disparities,
+    so it is a preview or a converted copy, not the official file)."""
+    img = _open_image(path)
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataFileError(path, f"expected a 16-bit single-channel PNG, got PIL mode {img.mode!r}")
+    arr = np.asarray(img)
+    if arr.dtype.kind in "iu" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise DataFileError(path, f"values {arr.min()}..{arr.max()} do not fit a 16-bit PNG")
+    return arr.astype(np.uint16)
+
+
+def write_uint16_png(path: str | Path, array: np.ndarray) -> Path:
+    """uint16 [H, W] -> 16-bit greyscale PNG (PIL mode 'I;16'), as the Cityscapes disparity maps are stored."""
+    path = Path(path)
+    arr = np.asarray(array)
+    if arr.ndim != 2 or arr.dtype != np.uint16:
+        raise ValueError(f"{path}: write_uint16_png needs uint16 [H, W], got {arr.dtype} {arr.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(arr)).save(path, format="PNG", compress_level=1)
+    return path
+
+
+def decode_disparity_png(raw: np.ndarray) -> np.ndarray:
+    """Cityscapes disparity PNG values -> float64 disparity in pixels: d = (p - 1) / 256 for p > 0 (cityscapesScripts
+    README); p = 0 is an invalid measurement and p = 1 is d = 0 (infinitely far): both come back as 0."""
+    p = np.asarray(raw).astype(np.float64)
+    return np.where(p > 1, (p - 1.0) / 256.0, 0.0)
+
+
+def encode_disparity_png(disparity: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """float disparity (pixels) -> uint16 p = round(256 d + 1) where `valid`, else 0 (invalid). Disparities
+    the 16 bits cannot hold (d >= 256 px) are refused."""
+    d = np.asarray(disparity, dtype=np.float64)
+    valid = np.asarray(valid, dtype=bool) & np.isfinite(d) & (d > 0)
+    p = np.where(valid, np.rint(d * 256.0 + 1.0), 0.0)
+    if p.max(initial=0.0) > 65535:
+        raise ValueError(f"disparity {d[valid].max():.3f} px does not fit the 16-bit encoding (< 256 px)")
+    return p.astype(np.uint16)
+
+
+# --------------------------------------------------------------------------------------- camera calibration json
+def read_stereo_camera(path: str | Path) -> tuple[float, float]:
+    """(baseline metres, fx pixels) of a Cityscapes `camera/*.json` (`extrinsic.baseline`, `intrinsic.fx`): the two
+    numbers that turn disparity into depth."""
+    path = _require_file(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFileError(path, f"unreadable camera JSON ({type(exc).__name__}: {exc})") from exc
+    values = []
+    for section, key in (("extrinsic", "baseline"), ("intrinsic", "fx")):
+        part = data.get(section) if isinstance(data, dict) else None
+        value = part.get(key) if isinstance(part, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise DataFileError(path, f"camera JSON needs a positive number at {section}.{key}, got {value!r}")
+        values.append(float(value))
+    return values[0], values[1]
+
+
+def write_stereo_camera(path: str | Path, baseline: float, fx: float, fy: float, u0: float, v0: float,
+                        extrinsic: dict | None = None) -> Path:
+    """A Cityscapes-style camera JSON: `extrinsic` {baseline, pitch, roll, x, y, yaw, z}, `intrinsic` {fx, fy, u0,
+    v0}; lengths in metres, angles in radians."""
+    path = Path(path)
+    ext = {"baseline": float(baseline), "pitch": 0.0, "roll": 0.0, "x": 0.0, "y": 0.0, "yaw": 0.0, "z": 0.0}
+    ext.update({k: float(v) for k, v in (extrinsic or {}).items()})
+    body = {"extrinsic": ext, "intrinsic": {"fx": float(fx), "fy": float(fy), "u0": float(u0), "v0": float(v0)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n")
     return path
 
 

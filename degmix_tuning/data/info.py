@@ -49,6 +49,11 @@ PASCAL_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 HUMAN_PART_CLASSES = ("background", "head", "torso", "uarm", "larm", "uleg", "lleg")
+# the 19 evaluated Cityscapes classes in trainId order (cityscapesScripts helpers/labels.py)
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation", "terrain",
+    "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)
 
 DATASETS_INFO: Registry[DatasetInfo] = Registry("dataset")
 DATASETS_INFO.register("nyud", DatasetInfo(
@@ -67,6 +72,15 @@ DATASETS_INFO.register("pascal", DatasetInfo(
     get_it=("Get the PASCAL-Context multi-task archive (ATRC/InvPT 'PASCALContext.tar.gz' or MTI-Net 'PASCAL_MT.tgz') "
             "and unpack it so that <root>/{JPEGImages,semseg,human_parts,sal_distill,normals_distill,pascal-context} "
             "and <root>/ImageSets/Context/train.txt exist"),
+))
+
+# crop_size is also the resolution every Cityscapes sample is read at (data/cityscapes.py): 256x512 by default
+DATASETS_INFO.register("cityscapes", DatasetInfo(
+    name="cityscapes", tasks=("semseg", "depth"), default_tasks=("semseg", "depth"), crop_size=(256, 512),
+    num_classes={"semseg": 19}, class_names={"semseg": CITYSCAPES_CLASSES}, reader=".cityscapes:CityscapesReader",
+    get_it=("Get leftImg8bit_trainvaltest.zip, gtFine_trainvaltest.zip, disparity_trainvaltest.zip and "
+            "camera_trainvaltest.zip from cityscapes-dataset.com (free registration) and unzip them into one folder "
+            "so that <root>/{leftImg8bit,gtFine,disparity,camera}/{train,val}/<city>/ exist"),
 ))
 
 

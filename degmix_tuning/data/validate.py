@@ -1,4 +1,4 @@
-"""Check a whole NYUD-v2 / PASCAL-Context root and list EVERY problem (not just the first), with file names.
+"""Check a whole dataset root (NYUD-v2, PASCAL-Context, Cityscapes) and list EVERY problem, with file names.
 
 Uses the same decoders as training, so a root that validates cleanly is one the readers accept. Problems make
 `degmix-tuning data validate` exit 1; warnings (legal but unusual data, e.g. non-binary edge maps) do not.
@@ -77,7 +77,9 @@ def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("trai
                 progress(f"{split}: checked {k + 1}/{n}")
         report.checked[split] = n
     crop = get_dataset_info(dataset).crop_size
-    if report.max_image_size and (report.max_image_size[0] > crop[0] or report.max_image_size[1] > crop[1]):
+    too_big = report.max_image_size and (report.max_image_size[0] > crop[0] or report.max_image_size[1] > crop[1])
+    # a reader that reads every sample at data.crop_size (Cityscapes) never exceeds the pad size
+    if too_big and not getattr(reader_cls, "RESIZES_TO_CROP", False):
         h, w = report.max_image_size
         report.warnings.append(f"the largest image is {h}x{w} (HxW), larger than the default {dataset} crop/pad size "
                                f"{crop[0]}x{crop[1]}; evaluation never resizes, so set data.crop_size={h},{w} "
@@ -102,12 +104,18 @@ def _present_tasks(reader_cls, root: Path, tasks: Sequence[str], report: Validat
     return present
 
 
+def _split_ids(reader_cls, root: Path, split: str) -> list[str]:
+    """The ids of `split`: its split list, or, for a layout without lists (Cityscapes), the reader's `list_ids`."""
+    list_ids = getattr(reader_cls, "list_ids", None)
+    return list_ids(root, split) if list_ids else read_split_ids(reader_cls.split_file(root, split))
+
+
 def _read_splits(reader_cls, root: Path, splits: Sequence[str], report: ValidationReport) -> dict[str, list[str]]:
     """The ids of each readable split list; unreadable lists and ids shared by two splits are problems."""
     split_ids: dict[str, list[str]] = {}
     for split in splits:
         try:
-            split_ids[split] = read_split_ids(reader_cls.split_file(root, split))
+            split_ids[split] = _split_ids(reader_cls, root, split)
         except _EXPECTED_ERRORS as exc:
             report.problems.append(_msg(exc))
     names = list(split_ids)

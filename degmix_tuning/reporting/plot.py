@@ -22,7 +22,7 @@ RULE_STYLE = {
 RUN_STYLE = ("#d62728", "*")
 METRIC_LABELS = {"semseg": "mIoU (%)", "human_parts": "mIoU (%)", "sal": "max-threshold IoU (%)",
                  "normals": "mean angle error (deg)", "depth": "RMSE (m)", "edge": "odsF (%)"}
-DATASET_NAMES = {"pascal": "PASCAL-Context", "nyud": "NYUD-v2"}
+DATASET_NAMES = {"pascal": "PASCAL-Context", "nyud": "NYUD-v2", "cityscapes": "Cityscapes"}
 BACKBONE_NAMES = {"swin_t": "Swin-T", "swin_s": "Swin-S", "swin_b": "Swin-B", "swin_l": "Swin-L"}
 
 

@@ -1,4 +1,4 @@
-"""The synthetic stand-in for NYUD-v2 and PASCAL-Context, used when the real data is not at hand (demos, tests).
+"""The synthetic stand-in for NYUD-v2, PASCAL-Context and Cityscapes, used when the real data is not at hand.
 
 Procedurally rendered scenes (`render`, built from `scenes/`) are written in exactly the real on-disk layouts
 (`writer`) and read back by the real readers, so a synthetic run exercises the same reading code as a real one.
@@ -8,7 +8,8 @@ Procedurally rendered scenes (`render`, built from `scenes/`) are written in exa
 from .cache import synthetic_cache_dir, synthetic_root
 from .writer import FLAVOURS, SYNTHETIC_FORMAT_VERSION, write_synthetic_dataset
 
-_RENDER_NAMES = ("SCENE_KINDS", "SceneArrays", "render_indoor_scene", "render_pascal_scene", "render_scene")
+_RENDER_NAMES = ("SCENE_KINDS", "SceneArrays", "render_cityscapes_scene", "render_indoor_scene", "render_pascal_scene",
+                 "render_scene")
 
 
 def __getattr__(name: str):
@@ -22,6 +23,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "FLAVOURS", "SCENE_KINDS", "SYNTHETIC_FORMAT_VERSION", "SceneArrays", "render_indoor_scene", "render_pascal_scene",
-    "render_scene", "synthetic_cache_dir", "synthetic_root", "write_synthetic_dataset",
+    "FLAVOURS", "SCENE_KINDS", "SYNTHETIC_FORMAT_VERSION", "SceneArrays", "render_cityscapes_scene",
+    "render_indoor_scene", "render_pascal_scene", "render_scene", "synthetic_cache_dir", "synthetic_root",
+    "write_synthetic_dataset",
 ]

@@ -28,11 +28,11 @@ def _cache_base() -> Path:
 
 
 def _source_files() -> list[Path]:
-    """Every `.py` under `data/synthetic/` (sorted by relative path), then `data/formats.py` (the writer's encoder)
-    and `data/info.py` (the class lists the scenes label with)."""
+    """Every `.py` under `data/synthetic/` (sorted by relative path), then `data/formats.py` (the writer's encoder),
+    `data/info.py` (the class lists the scenes label with) and `data/cityscapes.py` (the Cityscapes label ids)."""
     files = sorted((p for p in _PACKAGE_DIR.rglob("*.py") if p.is_file()),
                    key=lambda p: p.relative_to(_DATA_DIR).as_posix())
-    return files + [_DATA_DIR / "formats.py", _DATA_DIR / "info.py"]
+    return files + [_DATA_DIR / "formats.py", _DATA_DIR / "info.py", _DATA_DIR / "cityscapes.py"]
 
 
 def _sources_digest() -> bytes:

@@ -1,10 +1,10 @@
 """Procedurally rendered scenes with exactly consistent dense labels: the toolkit's built-in default data.
 
 `render_indoor_scene(seed)` draws a furnished NYUD-like room, `render_pascal_scene(seed)` a PASCAL-like scene
-with articulated people and a few VOC objects. Both ray-cast simple primitives (planes, boxes, ellipsoids,
-cylinders, capsules) with numpy, one ray per pixel, so image, depth, normals, classes, instances, parts,
-saliency and boundaries all come from the same hit and agree exactly. A seed fixes the scene
-(`np.random.default_rng(seed)`); different seeds give different scenes.
+with articulated people and a few VOC objects, `render_cityscapes_scene(seed)` a Cityscapes-like street. All
+ray-cast simple primitives (planes, boxes, ellipsoids, cylinders, capsules) with numpy, one ray per pixel, so
+image, depth, normals, classes, instances, parts, saliency and boundaries all come from the same hit and agree
+exactly. A seed fixes the scene (`np.random.default_rng(seed)`); different seeds give different scenes.
 
 Geometry conventions are in `scenes/camera.py` and repeated in `SceneArrays.camera["convention"]`.
 """
@@ -16,13 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .scenes.camera import PinholeCamera
-from .scenes.classes import CONTEXT_IDS, NYUD_LABELS, PASCAL_LABELS
+from .scenes.classes import CITYSCAPES_LABELS, CONTEXT_IDS, NYUD_LABELS, PASCAL_LABELS
 from .scenes.indoor import build_indoor_scene
 from .scenes.pascal_like import build_pascal_scene
 from .scenes.raycast import Scene, boundary_map, cast_rays, shade_image
 from .scenes.shading import Lighting
+from .scenes.street import build_street_scene
 
-__all__ = ["SceneArrays", "render_indoor_scene", "render_pascal_scene", "render_scene", "SCENE_KINDS", "CONTEXT_IDS"]
+__all__ = ["SceneArrays", "render_cityscapes_scene", "render_indoor_scene", "render_pascal_scene", "render_scene",
+           "SCENE_KINDS", "CONTEXT_IDS"]
 
 DEPTH_EDGE_JUMP = 0.05  # relative depth jump between different primitives that counts as a boundary
 MIN_SALIENT_FRACTION = 0.003  # pascal: VOC objects smaller than this share of the image are not salient
@@ -33,11 +35,11 @@ class SceneArrays:
     image: np.ndarray  # uint8 [H, W, 3], shaded and textured
     depth: np.ndarray  # float32 [H, W], metres along the camera z axis, > 0 everywhere
     normals: np.ndarray  # float32 [H, W, 3], unit, camera frame: x right, y up, z towards the camera
-    semseg: np.ndarray  # uint8 [H, W]: indoor NYUD-40 ids 0..39, pascal VOC ids 0..20; 255 = unlabeled
+    semseg: np.ndarray  # uint8 [H, W]: NYUD-40 ids 0..39, VOC ids 0..20 or Cityscapes trainIds 0..18; 255 = unlabeled
     edge: np.ndarray  # uint8 [H, W] {0,1}: instance / class changes and depth discontinuities, 2 px wide
     saliency: np.ndarray  # uint8 [H, W] {0,1}
     parts: np.ndarray  # uint8 [H, W] 0..6 human parts (zeros for indoor scenes)
-    context_labels: np.ndarray  # int32 [H, W]: PASCAL-Context LabelMap ids (indoor: semseg + 1)
+    context_labels: np.ndarray  # int32 [H, W]: PASCAL-Context LabelMap ids (indoor: semseg + 1; street: labelIds)
     instances: np.ndarray  # int32 [H, W] instance id per pixel (0 = none)
     persons: list  # pascal: [(instance mask bool [H, W], {part_id: bool mask})]; [] for indoor
     camera: dict  # fx, fy, cx, cy, height, position, yaw, pitch, roll, rotation, ...
@@ -138,11 +140,20 @@ def render_pascal_scene(seed: int, size: tuple[int, int] = (120, 160)) -> SceneA
     return _render(scene, camera, lighting, rng, pascal=True)
 
 
-SCENE_KINDS = {"nyud": render_indoor_scene, "pascal": render_pascal_scene}
+def render_cityscapes_scene(seed: int, size: tuple[int, int] = (120, 240)) -> SceneArrays:
+    """A Cityscapes-like street: trainIds in semseg, labelIds in context_labels, metric depth (the camera's fx, for
+    the disparity, is in `camera`)."""
+    size = _check_size(size)
+    rng = np.random.default_rng(seed)
+    scene, camera, lighting = build_street_scene(rng, size, CITYSCAPES_LABELS)
+    return _render(scene, camera, lighting, rng, pascal=False)
+
+
+SCENE_KINDS = {"nyud": render_indoor_scene, "pascal": render_pascal_scene, "cityscapes": render_cityscapes_scene}
 
 
 def render_scene(dataset: str, seed: int, size: tuple[int, int] = (120, 160)) -> SceneArrays:
-    """`render_indoor_scene` for "nyud", `render_pascal_scene` for "pascal"."""
+    """The renderer of `dataset`'s scenes (`SCENE_KINDS`): indoor rooms, PASCAL-like scenes or streets."""
     if dataset not in SCENE_KINDS:
         raise KeyError(f"no synthetic scenes for dataset {dataset!r}; choose one of {', '.join(SCENE_KINDS)}")
     return SCENE_KINDS[dataset](seed, size)

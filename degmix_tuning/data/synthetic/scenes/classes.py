@@ -1,13 +1,16 @@
-"""Which label ids each kind of synthetic surface carries, for the NYUD-like and the PASCAL-like scenes.
+"""Which label ids each kind of synthetic surface carries, for the NYUD-like, PASCAL-like and street scenes.
 
 Recipes name what they build ("chair", "pillow", "sky"); a `LabelSet` turns that name into (semseg id, context id).
 - NYUD: semseg = the NYUD-40 index (`NYUD_CLASSES`), context = semseg + 1 (0 stays "unlabeled").
 - PASCAL: semseg = the VOC index (`PASCAL_CLASSES`, 0 = background), context = the PASCAL-Context LabelMap id
   of the 459-class list (1-based, alphabetical: aeroplane 2, bird 25, car 59, person 284, sky 360, wall 440, ...).
+- Cityscapes: semseg = the trainId (0..18, 255 for the classes Cityscapes does not evaluate), context = the labelId
+  that the official gtFine `*_labelIds.png` stores (road 7, car 26, ego vehicle 1, ...).
 """
 
 from __future__ import annotations
 
+from ...cityscapes import LABEL_IDS, LABEL_TO_TRAIN_ID
 from ...info import NYUD_CLASSES, PASCAL_CLASSES
 
 # PASCAL-Context (459 classes) LabelMap ids of every surface the synthetic scenes use.
@@ -61,6 +64,13 @@ _PASCAL_NAMES: dict[str, tuple[str, str]] = {
     "horse": ("horse", "horse"),
 }
 
+# recipe name -> Cityscapes label name (helpers/labels.py); ego vehicle and static are void (trainId 255)
+_CITYSCAPES_NAMES: dict[str, str] = {
+    **{name: name for name in ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                               "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+                               "bus", "motorcycle", "bicycle", "ego vehicle", "static")},
+}
+
 # surfaces that are never salient / never "things"
 STUFF = frozenset({"wall", "floor", "ceiling", "sky", "grass", "ground", "road", "sidewalk", "sand", "snow",
                    "tree", "building", "mountain", "fence", "rock", "column", "window", "door", "curtain",
@@ -86,4 +96,7 @@ NYUD_LABELS = LabelSet("indoor (NYUD)", {
 })
 PASCAL_LABELS = LabelSet("pascal", {
     k: (PASCAL_CLASSES.index(voc), CONTEXT_IDS[ctx]) for k, (voc, ctx) in _PASCAL_NAMES.items()
+})
+CITYSCAPES_LABELS = LabelSet("cityscapes", {
+    k: (int(LABEL_TO_TRAIN_ID[LABEL_IDS[v]]), LABEL_IDS[v]) for k, v in _CITYSCAPES_NAMES.items()
 })
