@@ -2,7 +2,8 @@
 
 Modes (`DeGMixConfig.interaction`):
 - ``"global"``: softmax self-attention over all T*N tokens of one image (the paper's description).
-- ``"pixel"``: self-attention among the T task tokens at each pixel (cheap; linear in N).
+- ``"pixel"``: self-attention among the T task tokens at each pixel (cheap; linear in N; one sequence per pixel,
+  chunked for CUDA by `MultiHeadAttention`).
 - ``"official"``: what the official code computes with one image per GPU (`nn.MultiheadAttention` fed
   batch-first tensors attends over a length-1 batch axis): out_proj(v_proj(S)), no token mixing. The q/k
   projections do not affect the output; as in the official code (a softmax over one key), they get exact-zero

@@ -4,7 +4,8 @@ G_t = F_t + LN(Linear_t(Attn_t(F_t, S'', S''))); out_t = GatedMlp(G_t) (one Gate
 
 Attention modes (`DeGMixConfig.query_attention`):
 - ``"pixel"``: the task-t token at a pixel attends over the T interacted tokens at that pixel (softmax). This is
-  what the code behind the published numbers (DeMTG under torch<=1.8) computed with one image per GPU.
+  what the code behind the published numbers (DeMTG under torch<=1.8) computed with one image per GPU. That is one
+  attention sequence per pixel (B*h*w); `MultiHeadAttention` hands them to SDPA in chunks CUDA can launch.
 - ``"global"``: softmax cross-attention from the N task-t tokens to all T*N interacted tokens of the image.
 """
 

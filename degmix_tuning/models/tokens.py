@@ -15,19 +15,22 @@ from torch import Tensor
 
 
 class _MapsToTokens(torch.autograd.Function):
-    """T maps [B, d, h, w] -> contiguous tokens [B, T, h*w, d]; backward gives each map an NCHW-contiguous gradient."""
+    """Stacked maps [T, B, d, h, w] -> contiguous tokens [B, T, h*w, d]; backward gives an NCHW-contiguous gradient
+    [T, B, d, h, w], so `torch.stack`'s backward hands each map a contiguous [B, d, h, w] slice.
+
+    One tensor in, not T varargs: torch 2.14's dynamo traced `forward(ctx, *maps)` with two maps and no input
+    requiring grad (evaluation) as one map, so a compiled two-task head crashed (tests/test_compile_head.py).
+    """
 
     @staticmethod
-    def forward(ctx, *maps: Tensor) -> Tensor:
-        ctx.map_shape = maps[0].shape
-        return torch.stack([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
+    def forward(ctx, stacked: Tensor) -> Tensor:
+        ctx.stacked_shape = stacked.shape
+        return stacked.flatten(3).permute(1, 0, 3, 2).contiguous()
 
     @staticmethod
-    def backward(ctx, grad_tokens: Tensor) -> tuple[Tensor, ...]:
-        b, d, h, w = ctx.map_shape
+    def backward(ctx, grad_tokens: Tensor) -> Tensor:
         # [B, T, N, d] -> [T, B, d, N] in one copy: slice t is then a contiguous [B, d, h, w] block
-        per_map = grad_tokens.permute(1, 0, 3, 2).contiguous()
-        return tuple(g.view(b, d, h, w) for g in per_map.unbind(0))
+        return grad_tokens.permute(1, 0, 3, 2).contiguous().view(ctx.stacked_shape)
 
 
 class _TokensToMap(torch.autograd.Function):
@@ -48,7 +51,7 @@ def maps_to_tokens(maps: list[Tensor]) -> Tensor:
     shapes = {tuple(m.shape) for m in maps}
     if len(shapes) != 1 or len(next(iter(shapes))) != 4:
         raise ValueError(f"maps_to_tokens needs T maps of one shape [B, d, h, w], got shapes {sorted(shapes)}")
-    return _MapsToTokens.apply(*maps)
+    return _MapsToTokens.apply(torch.stack(maps))
 
 
 def tokens_to_map(tokens: Tensor, h: int, w: int) -> Tensor:

@@ -29,7 +29,11 @@ def channels_last_images(images: Tensor) -> Tensor:
 
 def compile_head(model: nn.Module, **compile_kwargs) -> nn.Module:
     """`torch.compile` the head in place (`nn.Module.compile`): state_dict keys stay `head.*`. The first step
-    pays the compile time (minutes on a small CPU); worth it only for long runs."""
+    pays the compile time (minutes on a small CPU); worth it only for long runs.
+
+    Training and evaluation compile separate graphs (grad mode and BN mode are guarded). With torchvision's deform
+    op ("auto" on GPU) the head is one graph; the CPU default (grid_sample) breaks it at the data-dependent branch
+    of `deform_ops._normalised_grid` in every deformable conv. A compiled CPU step measured no faster than eager."""
     head = getattr(model, "head", None)
     if head is None:
         raise TypeError("compile_head expects a MultiTaskModel (with .head)")
