@@ -1,4 +1,10 @@
-"""The multi-task objective: sum over tasks of loss weight x task loss, with a NaN/inf check that names the task."""
+"""The multi-task objective: sum over tasks of loss weight x task loss, with a NaN/inf check that names the task.
+
+The check either raises at once (a host sync per task) or, in training, is recorded on the device by `LossWatch`
+and read when the loop syncs anyway (log, evaluation, checkpoint): a step then never waits for the GPU. On the CPU,
+where reading a value costs nothing, `LossWatch` still raises at once: before backward, so NaN never reaches the
+weights (torchvision's CPU deform_conv2d crashes the process on NaN offsets).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,53 @@ from .tasks import get_task
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when a task loss is NaN or infinite; carries the task name for the training loop's message."""
+    """Raised when a task loss is NaN or infinite; carries the task name (and the step, from `LossWatch`) for the
+    training loop's message."""
 
-    def __init__(self, task: str, value: float):
-        super().__init__(f"loss of task {task!r} is {value}")
+    def __init__(self, task: str, value: float, step: int | None = None):
+        super().__init__(f"loss of task {task!r} is {value}" + (f" at step {step}" if step is not None else ""))
         self.task = task
         self.value = value
+        self.step = step
+
+
+EAGER_CHECK_DEVICES = ("cpu",)  # where `LossWatch.record` checks at once: no device to wait for
+_FINITE = torch.iinfo(torch.int64).max  # LossWatch's code for "finite so far"
+_KINDS = (float("nan"), float("inf"), float("-inf"))  # code % 4 - 1 -> the value
+
+
+class LossWatch:
+    """The first step at which each task loss was NaN/inf, kept on the loss's device: `record` never syncs (off the
+    CPU), `check` (one sync) raises `NonFiniteLossError` for the earliest step, the first task in order at that step.
+
+    Per task one int64: step * 4 + kind (1 nan, 2 +inf, 3 -inf), or `_FINITE`; so the smallest code across
+    processes (an all-reduce MIN) is the earliest bad step too.
+    """
+
+    def __init__(self, tasks: list[str]):
+        self.tasks = list(tasks)
+        self.first: Tensor | None = None
+
+    def record(self, step: int, parts: dict[str, Tensor]) -> None:
+        losses = torch.stack([parts[t].detach().float() for t in self.tasks])
+        kind = torch.where(losses.isnan(), 1, torch.where(losses > 0, 2, 3))
+        code = torch.where(torch.isfinite(losses), _FINITE, step * 4 + kind)
+        self.first = code if self.first is None else torch.minimum(self.first, code)
+        if code.device.type in EAGER_CHECK_DEVICES:
+            self.check()
+
+    def check(self, reduce_min=None) -> None:
+        """Raise for the first non-finite loss recorded; `reduce_min` takes the minimum over processes (in place)."""
+        if self.first is None:
+            return
+        first = self.first.clone()
+        if reduce_min is not None:
+            reduce_min(first)
+        codes = first.tolist()
+        bad = [(code, i) for i, code in enumerate(codes) if code != _FINITE]
+        if bad:
+            code, i = min(bad, key=lambda bad_task: (bad_task[0] // 4, bad_task[1]))  # by step, then task order
+            raise NonFiniteLossError(self.tasks[i], _KINDS[code % 4 - 1], code // 4)
 
 
 class MultiTaskLoss(nn.Module):
@@ -45,9 +92,11 @@ class MultiTaskLoss(nn.Module):
             raise KeyError(f"loss weights given for tasks that are not trained: {sorted(unknown)}")
         self.weights = {t: float((weights or {}).get(t, self.specs[t].loss_weight)) for t in self.tasks}
         self.overrides = {t: (dataset_info.loss_overrides(t) if dataset_info else {}) for t in self.tasks}
+        self.watch = LossWatch(self.tasks)  # the training loop's deferred check (forward with check_finite=False)
 
     def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor], check_finite: bool = True):
-        """-> (total loss, {task: unweighted loss (detached)})."""
+        """-> (total loss, {task: unweighted loss (detached)}). `check_finite` raises `NonFiniteLossError` at once,
+        a host sync per task; the training loop passes False and records the parts in `self.watch` instead."""
         total = None
         parts: dict[str, Tensor] = {}
         for t in self.tasks:

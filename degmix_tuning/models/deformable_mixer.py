@@ -5,6 +5,10 @@ operator is torchvision's `deform_conv2d` with a 1x1 kernel and one offset group
 is sampled at its own learned (dy, dx) before a 1x1 channel mix. `deform_impl` picks how it runs: torchvision's op,
 or the same computation through `grid_sample` (models/deform_ops.py). The two give the same outputs and gradients.
 "auto" uses grid_sample on CPU, the only device where that equivalence is tested, and torchvision elsewhere.
+
+Under autocast (bf16/fp16 mixed precision) the offsets and the sampling positions stay float32: they are built from
+absolute pixel coordinates (up to ~140 at 107x140 maps), which bf16 spaces 1 px apart there, so low-precision
+offsets moved the samples by up to ~1 px. Only the features being sampled and mixed are in low precision.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class OffsetGenerator(nn.Module):
 
     A zero-initialised k x k conv proposes k*k (row, col) displacements; the absolute pixel coordinates and the
     k x k grid are added (as in the official code), and a grouped k x k conv (rows | cols) maps them to 2*dim
-    offset channels.
+    offset channels. All of it runs in float32 (or wider) with autocast off: these are positions, not features.
     """
 
     def __init__(self, dim: int, kernel_size: int = 3, absolute_coords: bool = True):
@@ -60,10 +64,12 @@ class OffsetGenerator(nn.Module):
         return torch.cat([rows, cols], dim=1) + pn
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [B, C, H, W] -> offsets [B, 2C, H, W]."""
-        p = self.proposal(x)
-        p = p + self._base_grid(x.shape[-2], x.shape[-1], p)
-        return self.to_offsets(p)
+        """x: [B, C, H, W] -> offsets [B, 2C, H, W], float32 (float64 for float64 input) under any autocast."""
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            p = self.proposal(x.to(dtype))
+            p = p + self._base_grid(x.shape[-2], x.shape[-1], p)
+            return self.to_offsets(p)
 
 
 class ChannelDeformableConv(nn.Module):
@@ -83,7 +89,7 @@ class ChannelDeformableConv(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        offset = self.offsets(x)
+        offset = self.offsets(x)  # float32 positions whatever the autocast (OffsetGenerator)
         # deform_conv2d has no bf16/fp16 CPU kernel; run it in the input's float32 upcast when autocast is on
         # (the grid_sample path does the same, so both paths compute the same thing)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype

@@ -2,6 +2,10 @@
 
 When every backbone parameter is frozen, the backbone runs in eval mode (no dropout, drop-path or BN updates)
 and under `torch.no_grad()`, so no activations are kept for it; `model.train()` never flips it back to train.
+
+Input images are checked for NaN/inf on the CPU (where torchvision's deform_conv2d would crash the process on them,
+and reading the answer costs nothing) and in eval mode; a GPU training step skips the check, which would make it
+wait for the device (a NaN input then surfaces as a NaN loss, named by the training loop).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ..backbones import FeatureBackbone, freeze_module, is_frozen
+
+FINITE_INPUT_CHECK_DEVICES = ("cpu",)  # where a training forward checks its images: a free check there
 
 
 class MultiTaskModel(nn.Module):
@@ -55,7 +61,8 @@ class MultiTaskModel(nn.Module):
         """images: [B, 3, H, W] normalised -> {task: [B, C_task, H, W]}. `features` skips the backbone (cache)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
-        if not torch.isfinite(images).all():  # torchvision's CPU deform_conv2d crashes the process on NaN/inf
+        check = images.device.type in FINITE_INPUT_CHECK_DEVICES or not self.training
+        if check and not torch.isfinite(images).all():  # torchvision's CPU deform_conv2d crashes on NaN/inf
             bad = int((~torch.isfinite(images)).sum())
             raise ValueError(f"input images hold {bad} NaN/inf values; fix or drop those images (the model needs "
                              "finite pixel values)")

@@ -50,7 +50,9 @@ class TrainConfig(ConfigBase):
     clip_grad_norm: float | None = None
     sync_bn: bool = True  # with several processes, BatchNorm statistics are synced (as the official recipe)
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics while training (tiny per-process batches)
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    # "no" | "fp16" | "bf16"; None (not set): the launcher's choice (`accelerate launch --mixed_precision`, `accelerate
+    # config`: ACCELERATE_MIXED_PRECISION), recorded here in config.json, else "no" (summary.json: the one used)
+    mixed_precision: str | None = None
     seed: int = 0
     eval_every: int = 2_000  # steps; 0 = only at the end
     eval_at_start: bool = False  # also evaluate the untrained model (step 0), to see what training gained
@@ -69,8 +71,9 @@ class TrainConfig(ConfigBase):
     # --- end fast path ---
 
     def __post_init__(self):
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.mixed_precision is not None and self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISION} or null (the launcher's "
+                             f"choice), got {self.mixed_precision!r}")
         for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("loss_normalization", LOSS_NORMALIZATIONS), ("select", SELECTIONS)):
             if getattr(self, name) not in allowed:

@@ -44,6 +44,7 @@ from . import backbone_weights
 from .config import ExperimentConfig
 from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
 from .protocols import headline_metric, protocol_differences
+from .recipe import LAUNCHER_PRECISION, launcher_mixed_precision, resolve_mixed_precision
 from .selection import BEST_ADAPTER_NAME, BestEvaluation, published_reference
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
@@ -95,10 +96,14 @@ def _mean_std(model) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
     from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
 
-    mp = cfg.train.mixed_precision
+    mp, launcher = cfg.train.mixed_precision or "no", launcher_mixed_precision()
     if mp == "fp16" and not torch.cuda.is_available():
-        raise ValueError("mixed precision fp16 needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")
+        who = f"the launcher's ({LAUNCHER_PRECISION})" if launcher == "fp16" else "train.mixed_precision"
+        raise ValueError(f"mixed precision fp16 ({who}) needs a CUDA GPU; on CPU use bf16 or no")
+    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp:  # an earlier run of this process chose
+        AcceleratorState._reset_state()  # another precision: accelerate would refuse to change it
     trackers = []
     if "tensorboard" in cfg.train.trackers:
         trackers.append("tensorboard")
@@ -109,16 +114,25 @@ def _make_accelerator(cfg: ExperimentConfig, run_dir: Path):
     unused = False
     from accelerate.utils import ProjectConfiguration
 
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` / torchrun form a gloo job on CPU
         mixed_precision=mp,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "tensorboard")),
-        dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True),
+        # non_blocking: the batch's copy to the GPU does not wait for the device (fully async from pinned memory)
+        dataloader_config=DataLoaderConfiguration(even_batches=False, use_seedable_sampler=True, non_blocking=True),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
         step_scheduler_with_optimizer=False,
     )
+    if launcher == mp:
+        why = f"the launcher's choice ({LAUNCHER_PRECISION})"
+    elif launcher:
+        why = f"set by train.mixed_precision, which wins over the launcher's {launcher} ({LAUNCHER_PRECISION})"
+    else:
+        why = "train.mixed_precision; the launcher chose none"
+    accelerator.print(f"[degmix-tuning] mixed precision {mp}: {why}")
+    return accelerator
 
 
 def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max_batches: int | None = None) -> dict:
@@ -369,9 +383,10 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
 
     run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
     resume_candidates = _resolve_resume(run_dir, resume_from)
+    cfg = resolve_mixed_precision(cfg)  # not set: the launcher's choice if any, recorded in config.json
     accelerator = _make_accelerator(cfg, run_dir)
     cfg = resolve_run_length(cfg)  # train.epochs -> max_steps (and eval_every_epochs -> eval_every)
-    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(cfg))
+    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
     # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data
     config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
     tc = cfg.train
@@ -489,14 +504,11 @@ def train_step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
         images = prepare_images(batch["image"], tc)  # fast path
         feats = run.feature_cache.features({**batch, "image": images}) if run.feature_cache else None
         out = model(images, features=feats)
-        try:
-            loss, parts = run.criterion(out, batch)
+        loss, parts = run.criterion(out, batch, check_finite=False)
+        try:  # NaN/inf raises here where reading it is free (CPU), else at the next log/eval/checkpoint step
+            run.criterion.watch.record(run.progress.step + 1, parts)
         except NonFiniteLossError as exc:
-            raise TrainingDiverged(
-                f"loss became {exc.value} at step {run.progress.step + 1} in task {exc.task!r}; last good "
-                f"checkpoint: {str(run.last_ckpt) if run.last_ckpt else 'none yet'}. Lower train.lr, enable "
-                "train.clip_grad_norm, or use mixed_precision=no/bf16 instead of fp16, then --resume it"
-            ) from exc
+            raise _diverged(run, exc) from exc
         accelerator.backward(loss)
         if accelerator.sync_gradients and tc.clip_grad_norm:
             accelerator.clip_grad_norm_(run.params, tc.clip_grad_norm)
@@ -509,12 +521,40 @@ def train_step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
     return loss, parts
 
 
+def _diverged(run: _Run, exc: NonFiniteLossError) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"loss became {exc.value} at step {exc.step} in task {exc.task!r}; last good checkpoint: "
+        f"{str(run.last_ckpt) if run.last_ckpt else 'none yet'}. Lower train.lr, enable train.clip_grad_norm, or "
+        "use mixed_precision=no/bf16 instead of fp16, then --resume it"
+    )
+
+
+def _check_deferred(run: _Run) -> None:
+    """The checks a step defers so that it never waits for the GPU: the first NaN/inf task loss since the start
+    (losses.LossWatch; the earliest over all processes) and the feature cache's changed images."""
+    def reduce_min(t: torch.Tensor) -> None:
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+
+    try:
+        run.criterion.watch.check(reduce_min if run.accelerator.num_processes > 1 else None)
+    except NonFiniteLossError as exc:
+        raise _diverged(run, exc) from exc
+    if run.feature_cache is not None:  # fast path
+        run.feature_cache.check()
+
+
 def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
     """After optimizer step `run.progress.step`: log and progress bar, then when due check the weights, evaluate,
     save the final adapter and checkpoint, in this order (the adapter before the checkpoint that may fail)."""
     tc, accelerator, model, bar = run.cfg.train, run.accelerator, run.model, run.bar
     step = run.progress.step
-    if step % tc.log_every == 0 or step == tc.max_steps:
+    is_last = step == tc.max_steps
+    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
+    due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
+    due_log = step % tc.log_every == 0 or is_last
+    if due_log or due_eval or due_ckpt:  # only these steps wait for the device (a GPU): the deferred checks too
+        _check_deferred(run)
+    if due_log:
         if accelerator.num_processes > 1:  # log the global batch's losses (its mean over processes), not rank 0's
             loss = accelerator.reduce(loss.detach(), reduction="mean")
             parts = {t: accelerator.reduce(v.detach(), reduction="mean") for t, v in parts.items()}
@@ -528,9 +568,6 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
         bar.update(step, {t: float(v) for t, v in parts.items()}, ips)
     else:
         bar.update(step, None, None)
-    is_last = step == tc.max_steps
-    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
-    due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
     if due_eval or due_ckpt:  # never evaluate or save diverged weights
         _check_finite_weights(accelerator.unwrap_model(model), step, run.last_ckpt)
     if due_eval:
@@ -561,6 +598,7 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
         "protocol_overrides": cfg.protocol_overrides,
         "backbone_weights": run.weights_info,
         "effective_lr": effective_lr(cfg.train),
+        "mixed_precision": accelerator.mixed_precision,  # the precision used (config.json: train.mixed_precision)
         "processes": accelerator.num_processes,
         "params": count_parameters(unwrapped).as_dict(),
         "adapter_bytes": adapter_path.stat().st_size,

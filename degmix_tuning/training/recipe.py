@@ -34,6 +34,7 @@ SYNTHETIC_DEMO = {
 # PASCAL's demo trains 4 tasks, twice NYUD's per-step cost: half the steps keep it near 5 minutes on 2 CPU cores.
 SYNTHETIC_DEMO_PER_DATASET = {
     "pascal": {"train.max_steps": 150, "train.eval_every": 50, "train.checkpoint_every": 50},
+    "cityscapes": {"data.synthetic_size": "96,192"},  # the 1:2 street frame
 }
 # The demo's backbone when the command names none: the small Swin pretrained on the synthetic PASCAL-like scenes
 # (weights ship with the package, see backbones/swin_synthetic.py), so the frozen features mean something on CPU.
@@ -60,7 +61,8 @@ _FLAGS = {
     "lr": ("train.lr", float, "learning rate (official: 1e-3)"),
     "max_steps": ("train.max_steps", int, "optimizer steps (official: 40000)"),
     "batch_size": ("train.batch_size", int, "global batch size (official: 8)"),
-    "mixed_precision": ("train.mixed_precision", str, "no | fp16 | bf16"),
+    "mixed_precision": ("train.mixed_precision", str, "no | fp16 | bf16 (wins over the launcher's "
+                        "--mixed_precision, which wins over the protocol's)"),
     "gradient_accumulation_steps": ("train.gradient_accumulation_steps", int, "micro-batches per optimizer step"),
     "clip_grad_norm": ("train.clip_grad_norm", float, "clip gradients to this global norm"),
     "seed": ("train.seed", int, "random seed"),
@@ -175,7 +177,7 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
     named += list(args.set)
     overrides += _length_in_steps(overrides, named)
     cfg = cfg.override(overrides + named) if overrides or named else cfg
-    cfg = _amp_where_possible(cfg, {item.split("=", 1)[0].strip() for item in named})
+    cfg = _precision_in_order(cfg, {item.split("=", 1)[0].strip() for item in named})
     from ..runtime import IMPORTED_PLUGINS
 
     if IMPORTED_PLUGINS:  # recorded, so evaluate / predict / --resume find the plugin's backbone on their own
@@ -200,10 +202,48 @@ def _length_in_steps(protocol_and_demo: list[str], named: list[str]) -> list[str
     return extra
 
 
-def _amp_where_possible(cfg: ExperimentConfig, named: set[str]) -> ExperimentConfig:
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"  # set by `accelerate launch --mixed_precision` / `accelerate config`
+
+
+def launcher_mixed_precision() -> str | None:
+    """The precision the launcher asked for ("fp16" / "bf16"), or None. `accelerate launch` writes "no" when nothing
+    was chosen, so "no" there is no choice: it never overrides a protocol's fp16."""
+    import os
+
+    value = os.environ.get(LAUNCHER_PRECISION, "").strip().lower()
+    if value in ("", "no"):
+        return None
+    if value not in ("fp16", "bf16"):
+        raise ValueError(f"the launcher asks for mixed precision {value!r} ({LAUNCHER_PRECISION}); degmix-tuning "
+                         "trains with no, fp16 or bf16")
+    return value
+
+
+def resolve_mixed_precision(cfg: ExperimentConfig, default: str | None = None) -> ExperimentConfig:
+    """train.mixed_precision not set (None) -> the launcher's choice, recorded in the config, else `default` (None:
+    stays unset, which trains in fp32; "no" to compare it with a protocol's value)."""
+    if cfg.train.mixed_precision is not None:
+        return cfg
+    chosen = launcher_mixed_precision() or default
+    return cfg.override([f"train.mixed_precision={chosen}"]) if chosen else cfg
+
+
+def _precision_in_order(cfg: ExperimentConfig, named: set[str]) -> ExperimentConfig:
+    """Mixed precision, the first that says one: the command line (--mixed-precision, --set), the launcher (`accelerate
+    launch --mixed_precision`, `accelerate config`), the protocol or --config. A launcher's value over the protocol's
+    is recorded as a protocol override."""
+    if "train.mixed_precision" in named:
+        return cfg
+    launcher = launcher_mixed_precision()
+    if launcher:
+        return cfg.override([f"train.mixed_precision={launcher}"])
+    return _amp_where_possible(cfg)
+
+
+def _amp_where_possible(cfg: ExperimentConfig) -> ExperimentConfig:
     """fp16 AMP from a protocol (mtlora) needs CUDA: without it the run is fp32, said in one line and recorded as a
-    protocol override. An fp16 the command line asked for is refused later, as before."""
-    if cfg.train.mixed_precision != "fp16" or "train.mixed_precision" in named:
+    protocol override. An fp16 the command line or the launcher asked for is refused later (engine), as before."""
+    if cfg.train.mixed_precision != "fp16":
         return cfg
     import torch
 
@@ -275,8 +315,8 @@ def resolved_config_json(cfg: ExperimentConfig) -> str:
     from .protocols import protocol_differences
 
     backbone_weights.require_real_weights(cfg)
-    cfg = resolve_run_length(cfg)
-    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(cfg))
+    cfg = resolve_mixed_precision(resolve_run_length(cfg))
+    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
     weights = backbone_weights.describe(cfg, build_model(cfg).backbone)
     return json.dumps({"config": cfg.to_dict(), "backbone_weights": weights, "effective_lr": effective_lr(cfg.train)},
                       indent=2)

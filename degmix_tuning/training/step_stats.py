@@ -10,8 +10,11 @@ under their own data, batch and schedule, so every training run records in `summ
     step_time_steps, step_memory_steps   how many steps each number covers
 
 The first `WARMUP_STEPS` steps of a process (allocator growth, lazy initialisation) count for neither. On CUDA every
-later step is timed and measured. On CPU, measuring memory needs glibc to hand freed memory back first
-(`malloc_trim`), which makes that step slower, so later steps alternate: time, memory, time, memory, ...
+later step's memory is measured (the allocator's counters live on the host: no sync), and one step in
+`CUDA_TIME_EVERY` is timed: timing waits for the GPU before and after the step (`cuda.synchronize`), which the other
+steps must not do, so that the host keeps queueing work ahead of the GPU. On CPU, measuring memory needs glibc to
+hand freed memory back first (`malloc_trim`), which makes that step slower, so later steps alternate: time, memory,
+time, memory, ...
 A resumed run measures the steps of its last process only (earlier timings are not in the checkpoint); a
 multi-process job records rank 0's steps (it writes summary.json). Nothing is estimated: a quantity that was not
 measured (no CUDA and no Linux /proc, or too few steps) is None.
@@ -26,6 +29,7 @@ import sys
 import time
 
 WARMUP_STEPS = 2
+CUDA_TIME_EVERY = 10  # on CUDA, steps WARMUP_STEPS, +10, +20, ... are timed (each one pays two synchronize)
 MMAP_THRESHOLD = 65536  # bytes: benchmarks/train_step.py pins glibc's mmap threshold here (MALLOC_MMAP_THRESHOLD_)
 
 
@@ -109,13 +113,13 @@ class StepStats:
     def __init__(self, device: str, warmup: int = WARMUP_STEPS):
         self.warmup = warmup
         self.memory = StepMemory(device, trim=True)
-        self._both_each_step = device == "cuda"  # measuring CUDA memory costs nothing
-        self._sync = self.memory.torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self._cuda = device == "cuda"  # measuring CUDA memory costs nothing; timing costs two syncs
+        self._sync = self.memory.torch.cuda.synchronize if self._cuda else (lambda: None)
         self.steps = 0
         self.times: list[float] = []
         self.peaks: list[int] = []
         self._open = False
-        self._measure_memory = False
+        self._measure_memory = self._timed = False
         self._elapsed = self._t0 = 0.0
         self._before = 0
 
@@ -123,29 +127,37 @@ class StepStats:
         after_warmup = self.steps - self.warmup
         if after_warmup < 0 or not self.memory.available:
             return False
-        return self._both_each_step or after_warmup % 2 == 1
+        return self._cuda or after_warmup % 2 == 1
+
+    def _time_turn(self) -> bool:
+        after_warmup = self.steps - self.warmup
+        if after_warmup < 0:
+            return False
+        return after_warmup % CUDA_TIME_EVERY == 0 if self._cuda else not self._measure_memory
 
     def begin(self) -> None:
         if not self._open:
             self._open, self._elapsed = True, 0.0
             self._measure_memory = self._memory_turn()
+            self._timed = self._time_turn()
             if self._measure_memory:
                 self._before = self.memory.start()
-        self._sync()
+        if self._timed:
+            self._sync()
         self._t0 = time.perf_counter()
 
     def end(self, step_done: bool) -> None:
-        self._sync()
+        if self._timed:
+            self._sync()
         self._elapsed += time.perf_counter() - self._t0
         if not step_done:
             return
-        if self.steps >= self.warmup:
-            if self._measure_memory:
-                peak = self.memory.stop(self._before)
-                if peak is not None:
-                    self.peaks.append(peak)
-            if self._both_each_step or not self._measure_memory:
-                self.times.append(self._elapsed)
+        if self._measure_memory:
+            peak = self.memory.stop(self._before)
+            if peak is not None:
+                self.peaks.append(peak)
+        if self._timed:
+            self.times.append(self._elapsed)
         self.steps += 1
         self._open = False
 
@@ -160,4 +172,4 @@ class StepStats:
         }
 
 
-__all__ = ["MMAP_THRESHOLD", "StepMemory", "StepStats", "WARMUP_STEPS", "proc_status_kb"]
+__all__ = ["CUDA_TIME_EVERY", "MMAP_THRESHOLD", "StepMemory", "StepStats", "WARMUP_STEPS", "proc_status_kb"]

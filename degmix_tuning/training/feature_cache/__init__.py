@@ -43,6 +43,11 @@ class TrainFeatureCache:
         self.model = model
         self.crop_size = tuple(crop_size)
         self.autocast = autocast or nullcontext
+        self._size_checked: set[str] = set()  # ids whose size was read: it never changes, so once per process
+
+    def check(self) -> None:
+        """The deferred comparison of memory hits with their images (`FeatureCache.check`); one device sync."""
+        self.cache.check()
 
     def _extract(self, images: Tensor) -> list[Tensor]:
         with self.autocast():
@@ -56,8 +61,11 @@ class TrainFeatureCache:
         if isinstance(ids, str):
             ids = [ids]
         sizes = meta.get("size")
-        if sizes is not None:
-            check_not_random_crop(_per_sample_sizes(sizes, len(ids)), self.crop_size, ids)
+        new = [i for i, image_id in enumerate(ids) if str(image_id) not in self._size_checked]
+        if sizes is not None and new:  # a copy to the host (a sync): only at an image's first sighting
+            per_sample = _per_sample_sizes(sizes, len(ids))
+            check_not_random_crop([per_sample[i] for i in new], self.crop_size, [ids[i] for i in new])
+        self._size_checked.update(str(image_id) for image_id in ids)
         return self.cache.batch_features(self._extract, batch["image"], list(ids))
 
 

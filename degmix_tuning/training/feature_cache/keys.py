@@ -2,12 +2,14 @@
 
 Every cached entry is tied to a run-level key (backbone name + a digest of its weights + the data/transform
 settings + precision and memory layout; a changed key means a different folder, so nothing stale is read) and
-to a digest of the exact input tensor. Keeping these in one place keeps the key strings stable: the storage
-only files entries under whatever key it is given.
+to a digest of the exact input tensor: a hash of its bytes on the host for disk entries (they outlive the process),
+a fingerprint computed on the device for memory entries (no copy to the host, so no wait for the GPU). Keeping
+these in one place keeps the key strings stable: the storage only files entries under whatever key it is given.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -28,6 +30,23 @@ def image_digest(image: Tensor) -> str:
     h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def image_fingerprints(images: Tensor) -> Tensor:
+    """[B] int64 on the images' device: each image's bytes as 16-bit words, summed with fixed weights in exact integer
+    arithmetic. Equal images give equal numbers, a changed pixel almost surely another; nothing is copied to the host,
+    so the memory cache proves its hits without waiting for the GPU. Comparable within one process and device only
+    (the weights come from that device's generator)."""
+    flat = images.detach().contiguous().reshape(images.shape[0], -1)
+    words = flat.view(torch.uint8 if flat.element_size() % 2 else torch.int16)
+    weights = _fingerprint_weights(words.shape[1], words.device)
+    return (words.to(torch.int32) * weights).sum(1, dtype=torch.int64)  # |word x weight| < 2**30: no overflow
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint_weights(n: int, device: torch.device) -> Tensor:
+    generator = torch.Generator(device=device).manual_seed(20240613)
+    return torch.randint(1, 2**15, (n,), generator=generator, device=device, dtype=torch.int32)
 
 
 def feature_cache_key(backbone_name: str, backbone: nn.Module, settings: dict) -> tuple[str, dict]:
@@ -52,7 +71,7 @@ def cache_settings(cfg) -> dict:
         "model": {"backbone": cfg.model.backbone, "img_size": cfg.model.img_size,
                   "backbone_kwargs": cfg.model.backbone_kwargs, "checkpoint_path": cfg.model.checkpoint_path},
         "data": data,
-        "mixed_precision": cfg.train.mixed_precision,
+        "mixed_precision": cfg.train.mixed_precision or "no",  # not set (and no launcher's choice): fp32
         "channels_last": bool(getattr(cfg.train, "channels_last", False)),
     }
 

@@ -4,6 +4,10 @@ Modes: ``"memory"`` (a dict in this process) or ``"disk"`` (one safetensors file
 under ``<dir>/<key>/``; a later run with the same key reuses them). The store files each image's maps under the
 run key it is given (see `keys`), checks every hit against the image's digest, and hands maps back in the memory
 layout the backbone produced. It does not decide whether caching is allowed: that is `policy`.
+
+A memory hit is compared with its image on the device and read by `check()` (the training loop calls it on log
+steps), so a memory-cached step never waits for the GPU; a disk entry is compared on the host at once (it was read
+from a file on the host anyway).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .keys import KEY_FILE, image_digest
+from .keys import KEY_FILE, image_digest, image_fingerprints
 from .policy import FeatureCacheError
 
 
@@ -58,6 +62,7 @@ class FeatureCache:
         self.stats = CacheStats()
         self._memory: dict[str, tuple[str, list[Tensor], list[str]]] = {}
         self._seen: dict[str, str] = {}  # image id -> digest stored or checked in this process
+        self._unchecked: list[tuple[str, Tensor]] = []  # memory hits: (image id, changed? on the device) for `check`
         self.folder: Path | None = None
         if mode == "disk":
             self.folder = Path(directory) / key
@@ -72,22 +77,34 @@ class FeatureCache:
         assert self.folder is not None
         return self.folder / f"{_file_stem(image_id)}.safetensors"
 
-    def lookup(self, image_id: str, digest: str) -> tuple[list[Tensor], list[str]] | None:
-        """(maps, layouts) of `image_id` if present and made from the same image; None otherwise."""
+    def lookup(self, image_id: str, digest: str | Tensor) -> tuple[list[Tensor], list[str]] | None:
+        """(maps, layouts) of `image_id` if present and made from the same image; None otherwise. A memory entry
+        (a device fingerprint) is returned at once and compared by the next `check()`."""
         entry = self._read(image_id)
         if entry is None:
             return None
         stored_digest, feats, layouts = entry
+        if isinstance(digest, Tensor):  # memory: stored in this process, so a changed image means random transforms
+            self._unchecked.append((image_id, stored_digest != digest))
+            if len(self._unchecked) > 4096:  # nobody calls check(): do not hold on to flags without end
+                self.check()
+            return feats, layouts
         if stored_digest == digest:
             return feats, layouts
         if self._seen.get(image_id) == stored_digest:
-            raise FeatureCacheError(
-                f"train.feature_cache: image {image_id!r} produced a different input tensor than earlier in this run, "
-                "so the train transforms are random (random crop, scale, flip or colour); cached features would be "
-                "wrong. Make the transforms deterministic or set train.feature_cache=off."
-            )
+            raise _changed_within_run(image_id)
         self.stats.invalidated += 1  # written by an earlier run from a different image: recompute
         return None
+
+    def check(self) -> None:
+        """Raise `FeatureCacheError` if a memory hit since the last check came from a changed image (one sync)."""
+        if not self._unchecked:
+            return
+        pending, self._unchecked = self._unchecked, []
+        changed = torch.stack([flag for _, flag in pending]).tolist()
+        for (image_id, _), bad in zip(pending, changed):
+            if bad:
+                raise _changed_within_run(image_id)
 
     def store(self, image_id: str, digest: str, feats: Sequence[Tensor], layouts: Sequence[str]) -> None:
         """Keep one image's maps ([C, H, W] each, stored contiguous) and the layout the backbone gave them in."""
@@ -133,7 +150,10 @@ class FeatureCache:
         permute), so the head runs the very same kernels as without the cache."""
         if len(ids) != images.shape[0]:
             raise ValueError(f"feature cache: {len(ids)} image ids for a batch of {images.shape[0]} images")
-        digests = [image_digest(img) for img in images]
+        if self.mode == "memory":
+            digests = list(image_fingerprints(images).unbind())  # on the device: no copy to the host
+        else:
+            digests = [image_digest(img) for img in images]
         per_sample: list[tuple[list[Tensor], list[str]] | None] = []
         for image_id, digest in zip(ids, digests):
             found = self.lookup(str(image_id), digest)
@@ -143,9 +163,8 @@ class FeatureCache:
         missing = [i for i, f in enumerate(per_sample) if f is None]
         self.stats.hits += len(ids) - len(missing)
         self.stats.misses += len(missing)
-        if missing:
-            index = torch.tensor(missing, device=images.device)
-            computed = extract(images if len(missing) == len(ids) else images.index_select(0, index))
+        if missing:  # (the missing images by views: an index tensor would be a copy to the device, which waits)
+            computed = extract(images if len(missing) == len(ids) else torch.stack([images[i] for i in missing]))
             layouts = [_layout(level) for level in computed]
             for j, i in enumerate(missing):
                 sample_feats = [level[j] for level in computed]
@@ -163,6 +182,14 @@ class FeatureCache:
         if self.mode == "memory":
             return len(self._memory)
         return sum(1 for _ in self.folder.glob("*.safetensors"))
+
+
+def _changed_within_run(image_id: str) -> FeatureCacheError:
+    return FeatureCacheError(
+        f"train.feature_cache: image {image_id!r} produced a different input tensor than earlier in this run, so the "
+        "train transforms are random (random crop, scale, flip or colour); cached features would be wrong. Make the "
+        "transforms deterministic or set train.feature_cache=off."
+    )
 
 
 def _layout(t: Tensor) -> str:
