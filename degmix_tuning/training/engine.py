@@ -429,10 +429,12 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     if len(train_ds) < per_device * accelerator.num_processes:
         raise ValueError(f"the train split has {len(train_ds)} samples, fewer than one batch ({tc.batch_size})")
     generator = torch.Generator().manual_seed(tc.seed)
+    pin = accelerator.device.type == "cuda"  # page-locked batches: the non-blocking copy to the GPU overlaps compute
     train_loader = DataLoader(train_ds, batch_size=per_device, shuffle=True, drop_last=True,
                               num_workers=cfg.data.num_workers, generator=generator,
-                              persistent_workers=False)
-    val_loader = DataLoader(val_ds, batch_size=tc.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+                              persistent_workers=False, pin_memory=pin)
+    val_loader = DataLoader(val_ds, batch_size=tc.eval_batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+                            pin_memory=pin)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
