@@ -1,14 +1,19 @@
 """FLOPs per image of each part of a DeGMix model (backbone, encoder, decoder, heads), and of a whole train step.
 
-Counted with `torch.utils.flop_counter.FlopCounterMode` (2 FLOPs per multiply-add; matmul, conv, attention).
-Two ops the counter does not see are added by hand:
+Two conventions (`--convention`):
 
-* torchvision's `deform_conv2d` (a custom op): its 1x1 channel mix is 2*B*H*W*C_in*C_out FLOPs forward (backward:
-  2x that, input and weight gradients); the bilinear sampling is not counted.
-* the CPU flash-attention kernel `aten._scaled_dot_product_flash_attention_for_cpu` (what `F.scaled_dot_product_
-  attention` runs on CPU) has no formula in torch 2.14; we register torch's own SDPA formulas for it.
+* `matmul` (default): `torch.utils.flop_counter.FlopCounterMode` on real CPU tensors (2 FLOPs per multiply-add;
+  matmul, conv, attention). Two ops the counter does not see are added by hand:
+  - torchvision's `deform_conv2d` (a custom op): its 1x1 channel mix is 2*B*H*W*C_in*C_out FLOPs forward (backward:
+    2x that, input and weight gradients); the bilinear sampling is not counted.
+  - the CPU flash-attention kernel `aten._scaled_dot_product_flash_attention_for_cpu` (what `F.scaled_dot_product_
+    attention` runs on CPU) has no formula in torch 2.14; we register torch's own SDPA formulas for it.
+* `published`: the convention of the published DeGMix FLOPs (GMACs as ptflops 0.6.x counts them; see
+  degmix_tuning/reporting/flops.py), on the meta device (shapes only: seconds even for Swin-L at 425x560). With
+  `--preset degmix_swin_t_nyud --size 425 560 --interaction official` it prints the README's 125.49.
 
-Run: `python benchmarks/flops.py --backbone swin_t --size 224 288 --interaction global`.
+Run: `python benchmarks/flops.py --backbone swin_t --size 224 288 --interaction global`, or
+`python benchmarks/flops.py --preset degmix_swin_t_nyud --size 425 560 --interaction official --convention published`.
 """
 
 from __future__ import annotations
@@ -20,22 +25,7 @@ import torch
 from torch import nn
 from torch.utils import flop_counter as fc
 
-
-def ensure_cpu_attention_counted() -> None:
-    """Give the CPU flash-attention ops the same FLOP formulas torch uses for the CUDA SDPA kernels."""
-    fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
-    if fwd in fc.flop_registry or fwd.default in fc.flop_registry:
-        return
-
-    @fc.register_flop_formula(fwd)
-    def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-        return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
-
-    @fc.register_flop_formula(bwd)
-    def _cpu_sdpa_backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None,
-                           **kwargs) -> int:
-        return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+from degmix_tuning.reporting.flops import ensure_cpu_attention_counted  # noqa: F401 (train_step.py imports it here)
 
 
 @contextmanager
@@ -129,25 +119,49 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", default=None, help="model preset (default: degmix_tuning_<backbone>_nyud)")
     ap.add_argument("--backbone", default="swin_t")
     ap.add_argument("--size", type=int, nargs=2, default=(224, 288), metavar=("H", "W"))
-    ap.add_argument("--tasks", default="semseg,depth")
+    ap.add_argument("--tasks", default=None, help="comma-separated tasks (default: the preset's)")
     ap.add_argument("--dim", type=int, default=None, help="head width d (preset default: 128)")
     ap.add_argument("--interaction", default=None, help="global | pixel | official (preset default: global)")
+    ap.add_argument("--convention", default="matmul", choices=["matmul", "published"],
+                    help="matmul: FlopCounterMode on CPU tensors; published: the published DeGMix FLOPs' convention "
+                         "(ptflops 0.6 GMACs), on the meta device")
     args = ap.parse_args(argv)
-    model = build_benchmark_model(args)
-    parts = flops_per_part(model, tuple(args.size))
-    table = Table(title=f"forward GFLOPs per image, {args.backbone} {args.size[0]}x{args.size[1]}, "
-                        f"d={model.head.cfg.dim}, interaction={model.head.cfg.interaction}")
+    if args.convention == "published":
+        from degmix_tuning.reporting.flops import PUBLISHED_CONVENTION, count_published_convention
+        from degmix_tuning.reporting.published import published_flops
+
+        model = build_benchmark_model(args, device="meta")
+        count = count_published_convention(model, tuple(args.size))
+        parts, note = dict(count.parts, total=count.total), PUBLISHED_CONVENTION
+        figure = published_flops(model.config.backbone, model.config.dataset, tuple(model.tasks))
+        if figure is not None and figure.matches(tuple(args.size), model.head.cfg.to_dict()):
+            note += f"; published: {figure.as_printed} ({figure.source})"
+        gmacs_only = True
+    else:
+        model = build_benchmark_model(args)
+        parts, note, gmacs_only = flops_per_part(model, tuple(args.size)), "", False
+    setup = (f"{model.config.backbone} {args.size[0]}x{args.size[1]}, tasks={','.join(model.tasks)}, "
+             f"d={model.head.cfg.dim}, interaction={model.head.cfg.interaction}, convention={args.convention}")
+    table = Table(title=f"forward {'GMACs' if gmacs_only else 'GFLOPs'} per image")
     table.add_column("part")
-    table.add_column("GFLOPs", justify="right")
+    if not gmacs_only:
+        table.add_column("GFLOPs", justify="right")
     table.add_column("GMACs", justify="right")
     table.add_column("share", justify="right")
     for k, v in parts.items():
-        table.add_row(k, f"{v / 1e9:.2f}", f"{v / 2e9:.2f}", f"{v / parts['total']:.0%}")
-    Console(width=max(Console().width, 100)).print(table)
+        macs = v if gmacs_only else v / 2
+        cells = [f"{v / 1e9:.2f}"] if not gmacs_only else []
+        table.add_row(k, *cells, f"{macs / 1e9:.2f}", f"{v / parts['total']:.0%}")
+    console = Console(width=max(Console().width, 100))
+    console.print(setup, soft_wrap=True)
+    console.print(table)
+    if note:
+        console.print(note, soft_wrap=True)
 
 
-def build_benchmark_model(args):
-    """The tuning preset of `args.backbone` (NYUD) with the benchmark's tasks, size and head overrides."""
+def build_benchmark_model(args, device: str | None = None):
+    """The tuning preset of `args.backbone` (NYUD) with the benchmark's tasks (default: the preset's), size and head
+    overrides; on `device` when given (meta: shapes only)."""
     from degmix_tuning import create_model
     from degmix_tuning.models.presets import get_preset
 
@@ -158,7 +172,14 @@ def build_benchmark_model(args):
         head["dim"] = args.dim
     if getattr(args, "interaction", None):
         head["interaction"] = args.interaction
-    return create_model(cfg, tasks=tuple(args.tasks.split(",")), img_size=tuple(args.size), head=head)
+    tasks = tuple(args.tasks.split(",")) if getattr(args, "tasks", None) else tuple(cfg.tasks)
+    with torch.device(device) if device else _no_device():
+        return create_model(cfg, tasks=tasks, img_size=tuple(args.size), head=head)
+
+
+@contextmanager
+def _no_device():
+    yield
 
 
 if __name__ == "__main__":

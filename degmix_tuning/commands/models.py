@@ -1,4 +1,5 @@
-"""`degmix-tuning models`: list model presets (with parameter counts), registered backbones, tasks and tuning methods."""
+"""`degmix-tuning models`: list model presets (with parameter counts or FLOPs), registered backbones, tasks and tuning
+methods."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def _run(args: argparse.Namespace) -> int:
         for name, spec in TASKS.items():
             console.print(f"{name}: {spec.description} (loss weight {spec.loss_weight})")
         return 0
+    if args.flops:
+        _print_flops(console, [args.preset] if args.preset else list_presets(), args)
+        if not args.count:
+            return 0
     table = Table(title="DeGMix model presets")
     for col in ("preset", "backbone", "dataset", "tasks", "d", "total", "trainable"):
         table.add_column(col, justify="right" if col in ("d", "total", "trainable") else "left", no_wrap=True)
@@ -48,9 +53,49 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_flops(console, names: list[str], args: argparse.Namespace) -> None:
+    """FLOPs per image of every preset (meta device: shapes only), next to the published figure where one exists.
+
+    A preset whose head differs from the configuration of its published figure (the official task interaction)
+    gets a second row counted in that configuration, so the published figure has a like-for-like count."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..reporting.flops import MATMUL_CONVENTION, PUBLISHED_CONVENTION, preset_flops_rows, published_cells
+    from ..reporting.published import FLOPS_UNIT
+
+    rows = preset_flops_rows(names, size=args.size, interaction=args.interaction, matmul=not args.no_matmul)
+    table = Table(title="FLOPs per image (GMACs; counted on the meta device)")
+    numbers = ("ptflops-0.6 GMACs", "published", "diff", "all-matmul GMACs")
+    for col in ("preset", "tasks", "input", "interaction") + numbers:
+        table.add_column(col, justify="right" if col in numbers else "left", no_wrap=True)
+    for name, r in rows:
+        table.add_row(name, ",".join(r.tasks), "3x{}x{}".format(*r.size), r.interaction, f"{r.macs / 1e9:.2f}",
+                      *published_cells(r), "" if r.matmul_macs is None else f"{r.matmul_macs / 1e9:.2f}")
+    from rich.measure import Measurement
+
+    needed = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    wide = Console(width=max(console.width, needed))
+    wide.print(table)
+    wide.print(f"ptflops-0.6 GMACs: {PUBLISHED_CONVENTION}.", soft_wrap=True)
+    wide.print(f"published: DeGMix README (NYUD-v2, 4 tasks, d=256), {FLOPS_UNIT}; its configuration is the official "
+               "task interaction at 3x425x560 (in parentheses: the figure of that configuration, not of this row).",
+               soft_wrap=True)
+    if not args.no_matmul:
+        wide.print(f"all-matmul GMACs: {MATMUL_CONVENTION}.", soft_wrap=True)
+
+
 def register(sub) -> None:
     p = sub.add_parser("models", help="list presets, backbones, tasks or tuning methods")
     p.add_argument("what", nargs="?", default="presets", choices=["presets", "backbones", "tasks", "methods"])
     p.add_argument("--preset", default=None, help="only this preset")
     p.add_argument("--count", action="store_true", help="build each preset (random init) and count parameters")
+    p.add_argument("--flops", action="store_true",
+                   help="FLOPs per image of each preset in the convention of the published DeGMix figures (ptflops "
+                        "0.6 GMACs, dataset crop size, backbone included), next to the published figure")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="--flops input size (default: the dataset's crop: NYUD 425x560, PASCAL 512x512)")
+    p.add_argument("--interaction", default=None, choices=["global", "pixel", "official"],
+                   help="--flops: count every preset with this task interaction (default: the preset's)")
+    p.add_argument("--no-matmul", action="store_true", help="--flops: skip the 'all matmuls' count (faster)")
     p.set_defaults(func=_run)

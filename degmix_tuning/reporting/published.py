@@ -12,6 +12,8 @@ Counting rules of the printed parameter numbers:
   models  the sum over separately trained models (single-task rows)
   unknown Polyhistor-derived baselines, whose rule is undocumented (MTLoRA issue #8 could not match it), and later
           papers whose rule we have not checked
+FLOPs (PUBLISHED_FLOPS): the full DeGMix models' NYUD-v2 figures, as printed; reporting/flops.py has the counting
+convention that reproduces them.
 Metric units are the papers': mIoU in %, saliency "mIoU" = max-threshold IoU in %, normals = mean angle error in
 degrees (labelled "rmse" in these papers), NYUD depth RMSE in metres.
 """
@@ -167,6 +169,68 @@ PUBLISHED: tuple[PublishedRow, ...] = (
 )
 
 
+# ---- FLOPs of the full (not tuned) DeGMix models, NYUD-v2 (DeGMix README table, identical in the DeMTG README)
+NYUD4 = ("semseg", "depth", "normals", "edge")
+FLOPS_UNIT = "GMac as ptflops 0.6.x counts them (printed as 'G' FLOPs)"
+
+
+@dataclass(frozen=True)
+class PublishedFlops:
+    """A printed FLOPs figure and the configuration it was counted on (reporting/flops.py: the convention).
+
+    `size` and `head` are the input and head settings of the count that reproduces the figure: the official code
+    computes the task interaction as `interaction="official"` and the task query as `query_attention="pixel"`.
+    """
+
+    method: str
+    backbone: str
+    dataset: str
+    tasks: tuple[str, ...]
+    printed: str  # as printed, without the "G" ("125.49"; "-" where the README prints "-G")
+    params: str  # the row's parameter count as printed
+    size: tuple[int, int] = (425, 560)
+    head: tuple[tuple[str, object], ...] = (("dim", 256), ("interaction", "official"), ("query_attention", "pixel"))
+    source: str = "yangyangxu0/DeGMix README (= yangyangxu0/DeMTG README)"
+    provenance: str = "S"
+    note: str = ""
+
+    @property
+    def gflops(self) -> float | None:
+        try:
+            return float(self.printed)
+        except ValueError:
+            return None
+
+    @property
+    def as_printed(self) -> str:
+        return f"{self.printed}G"
+
+    def matches(self, size: tuple[int, int], head: dict) -> bool:
+        """True when a count at `size` with these head settings is the configuration of this figure."""
+        return tuple(size) == tuple(self.size) and all(head.get(k) == v for k, v in self.head)
+
+
+PUBLISHED_FLOPS: tuple[PublishedFlops, ...] = (
+    PublishedFlops("DeGMix", "swin_t", "nyud", NYUD4, "125.49", "33.2M",
+                   note="ptflops 0.6.9 on the official DeMTG code: 125,489,624,260 MACs; ours the same [C]"),
+    PublishedFlops("DeGMix", "swin_s", "nyud", NYUD4, "145.84", "54.52M",
+                   note="ptflops 0.6.9 on the official DeMTG code: 145,838,040,772 MACs; ours the same [C]"),
+    PublishedFlops("DeGMix", "swin_b", "nyud", NYUD4, "-", "94.4M", note="the README prints '-G'"),
+    PublishedFlops("DeGMix", "swin_l", "nyud", NYUD4, "321.22", "202.92",
+                   note="ptflops 0.6.9 on the official DeMTG code with Swin-L window 12 (the window the parameter "
+                        "count implies): 321,223,667,668 MACs; ours the same; window 7 counts 302.05 [C]. The "
+                        "README's ViT-B row repeats these Swin-L numbers"),
+)
+
+
+def published_flops(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None) -> PublishedFlops | None:
+    """The printed FLOPs figure of a full DeGMix model (backbone, dataset and, when given, the same task set)."""
+    for row in PUBLISHED_FLOPS:
+        if row.backbone == backbone and row.dataset == dataset and (tasks is None or tuple(tasks) == row.tasks):
+            return row
+    return None
+
+
 def delta_m(metrics: dict[str, float], reference: dict[str, float]) -> float:
     """Multi-task performance vs a reference (Maninis et al. 2019), in %: mean over tasks of the signed relative gain.
 
@@ -199,5 +263,5 @@ def recomputed_delta_m(row: PublishedRow) -> float | None:
     return delta_m(row.metrics, ref.metrics)
 
 
-__all__ = ["NYUD2", "NYUD3", "PASCAL4", "PUBLISHED", "PublishedRow", "RULES", "delta_m", "recomputed_delta_m",
-           "reference_row"]
+__all__ = ["FLOPS_UNIT", "NYUD2", "NYUD3", "NYUD4", "PASCAL4", "PUBLISHED", "PUBLISHED_FLOPS", "PublishedFlops",
+           "PublishedRow", "RULES", "delta_m", "published_flops", "recomputed_delta_m", "reference_row"]
