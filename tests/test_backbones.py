@@ -22,6 +22,17 @@ def test_maps_match_feature_info(name, size):
     assert [i.reduction for i in bb.feature_info] == [4, 8, 16, 32]
 
 
+@pytest.mark.parametrize("size", [(96, 128), (70, 90)])
+def test_a_patch_14_vit_pyramid_has_the_declared_strides(size):
+    """14 is no power of two: the parameter-free pyramid resamples to ceil(padded / stride), not by 14 // 4 = 3."""
+    bb = create_backbone("vit_small_patch14_dinov2", depth=4, embed_dim=32, num_heads=2, img_size=(98, 126)).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        feats = bb(x)
+    bb.check_features(x, feats)
+    assert [tuple(f.shape[-2:]) for f in feats] == [(-(-size[0] // r), -(-size[1] // r)) for r in (4, 8, 16, 32)]
+
+
 def test_swin_t_official_shapes_at_nyud_size():
     bb = create_backbone("swin_t").eval()
     with torch.no_grad():
@@ -124,39 +135,73 @@ def test_every_registered_backbone_keeps_the_slot_contract(name):
 
 
 def test_contract_violations_are_refused():
+    """timm's FeatureInfo asserts, at construction: positive channels/strides, strides never decreasing; and the real
+    maps on the first forward: count, channels, and ceil(input / stride) sizes. Each is one ValueError line."""
     from torch import nn
 
     from degmix_tuning import DeGMixConfig, ModelConfig, create_model
     from degmix_tuning.backbones import BACKBONES, FeatureBackbone, FeatureInfo, register_backbone
+    from degmix_tuning.tuning import apply_tuning
 
     with pytest.raises(ValueError, match="positive"):
         FeatureInfo(0, 4)
+    with pytest.raises(ValueError, match="positive"):
+        FeatureInfo(8, True)
 
     class Reversed(FeatureBackbone):
-        def __init__(self, chans=8):
+        def __init__(self):
             super().__init__()
-            self.conv = nn.Conv2d(3, chans, 4, stride=4)
             self.feature_info = (FeatureInfo(8, 8, "a"), FeatureInfo(8, 4, "b"))
 
-        def forward(self, x):
-            return [self.conv(x), self.conv(x)]
-
-    class WrongChannels(Reversed):
-        def __init__(self):
-            super().__init__(chans=5)
-            self.feature_info = (FeatureInfo(8, 4, "conv"),)
+    class Plain(FeatureBackbone):
+        def __init__(self, chans=8, stride=4, declared=4):
+            super().__init__()
+            self.conv = nn.Conv2d(3, chans, stride, stride=stride)
+            self.feature_info = (FeatureInfo(8, declared, "conv"),)
 
         def forward(self, x):
             return [self.conv(x)]
 
-    for name, cls in (("test_reversed", Reversed), ("test_wrong_channels", WrongChannels)):
+    with pytest.raises(ValueError, match="decreasing strides"):
+        Reversed()  # at construction, however the backbone is built
+    with pytest.raises(ValueError, match="no feature maps"):
+        Plain().feature_info = ()
+    with pytest.raises(ValueError, match="not FeatureInfo"):
+        Plain().feature_info = [{"num_chs": 8, "reduction": 4}]
+
+    for name, build in (("test_wrong_channels", lambda: Plain(chans=5)),
+                        ("test_wrong_stride", lambda: Plain(stride=8, declared=4))):
         if name not in BACKBONES:
-            register_backbone(name)(lambda cls=cls, **kw: cls())
-    with pytest.raises(TypeError, match="decreasing strides"):
-        create_backbone("test_reversed")
+            register_backbone(name)(lambda build=build, **kw: build())
     model = create_model(ModelConfig(backbone="test_wrong_channels", tasks=("semseg",), head=DeGMixConfig(dim=8)))
-    with pytest.raises(RuntimeError, match="expected NCHW with 8 channels"):
+    with pytest.raises(ValueError, match="expected NCHW with 8 channels"):
         model(torch.randn(1, 3, 32, 32))
+    model = create_model(ModelConfig(backbone="test_wrong_stride", tasks=("semseg",), head=DeGMixConfig(dim=8)))
+    with pytest.raises(ValueError, match=r"map 0 is 4x5 for a 32x40 input, but its declared stride 4 needs 8x10"):
+        model(torch.randn(1, 3, 32, 40))
+    with pytest.raises(ValueError, match="declared stride 4 needs"):  # refused at build time, before any training
+        apply_tuning(model, "degmix")
+
+
+def test_map_sizes_are_checked_once_per_input_size():
+    bb = create_backbone("tiny_swin").eval()
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        feats = bb(x)
+    bb.check_features(x, feats)
+    assert bb._checked_sizes == {(40, 56)}
+    bb.check_features(x, [f[..., :1, :1] for f in feats])  # a known size is not checked again (cheap per step)
+    with pytest.raises(ValueError, match="needs 11x14"):
+        bb.check_features(torch.randn(1, 3, 41, 56), feats)
+
+
+def test_inception_v3_is_caught_its_maps_are_smaller_than_its_strides():
+    bb = create_backbone("inception_v3").eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        feats = bb(x)
+    with pytest.raises(ValueError, match=r"'inception_v3' map 0 is 20x28 for a 96x128 input.*needs 24x32"):
+        bb.check_features(x, feats)
 
 
 # --- backbones from other packages: entry points and --import ---------------------------------------------------

@@ -380,3 +380,143 @@ def test_task_streams_on_a_plain_vit_match_the_shared_maps_at_init():
     for maps in per_task.values():
         for a, b in zip(maps, feats):
             assert torch.equal(a, b)
+
+
+# --- the frozen slot across timm (issue 19): structure found by module type, refusals in one line --------------------
+
+class _BypassBlock(nn.Module):
+    """Computes with `fc.weight` directly, as timm's Swin-V2/EVA/BEiT attention does with `qkv` (F.linear)."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.fc = nn.Linear(c, c)
+        self.out = nn.Linear(c, c)
+
+    def forward(self, x):
+        y = torch.nn.functional.linear(x.permute(0, 2, 3, 1), self.fc.weight, self.fc.bias)
+        return x + self.out(y).permute(0, 3, 1, 2)
+
+
+def _toy_model(make_stage, name: str):
+    """A one-level backbone `stem -> stages.0`, `make_stage()` built anew for every model."""
+    from degmix_tuning.backbones import BACKBONES, FeatureBackbone, FeatureInfo, register_backbone
+    from degmix_tuning.models import ModelConfig
+
+    class Toy(FeatureBackbone):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 4, stride=4)
+            self.stages = nn.Sequential(make_stage())
+            self.feature_info = (FeatureInfo(8, 4, "stages.0"),)
+
+        def forward(self, x):
+            return [self.stages(self.stem(x))]
+
+    if name not in BACKBONES:
+        register_backbone(name)(lambda **kw: Toy())
+    return create_model(ModelConfig(backbone=name, tasks=("semseg",), head=DeGMixConfig(dim=8)))
+
+
+class _PlainStage(nn.Module):
+    def __init__(self, *blocks: nn.Module):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x):
+        return self.blocks(x)
+
+
+class _LinearBlock(_BypassBlock):
+    def forward(self, x):
+        return x + self.out(self.fc(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+
+def test_an_adapter_its_parent_bypasses_is_refused_in_one_line_at_build_time():
+    def make():
+        return _PlainStage(_BypassBlock())
+
+    never_run = r"lora: 1 adapted layers .* never run .*stages\.0\.blocks\.0\.fc.*exclude=fc$"
+    with pytest.raises(ValueError, match=never_run):
+        apply_tuning(_toy_model(make, "test_bypass"), "lora")
+    apply_tuning(_toy_model(make, "test_bypass"), "lora", exclude=("fc",))  # the fix the message names
+    with pytest.raises(ValueError, match=r"mtlora: backbone .* fails on a 96x100 test input once tuned \(Attribute"):
+        apply_tuning(_toy_model(make, "test_bypass"), "mtlora", task_rank=0, head="degmix")
+
+
+def test_task_streams_that_cannot_be_restored_are_refused_in_one_line():
+    class Scaled(_PlainStage):  # does more after its last block than a norm: the streams cannot replay it
+        def forward(self, x):
+            return 2 * self.blocks(x)
+
+    def make():
+        return Scaled(_LinearBlock())
+
+    with pytest.raises(ValueError, match=r"mtlora: the per-task streams of backbone .* cannot be restored at level 0 "
+                                         r"\(its stage output is not the returned map.*task_rank=0"):
+        apply_tuning(_toy_model(make, "test_scaled_stage"), "mtlora")
+    apply_tuning(_toy_model(make, "test_scaled_stage"), "mtlora", task_rank=0, head="degmix")  # shared only: fine
+
+
+def test_swin_v2_qkv_is_called_as_a_module_with_the_same_numbers():
+    from degmix_tuning.backbones import create_backbone
+    from degmix_tuning.tuning.structure import route_through_modules
+
+    bb = create_backbone("swinv2_tiny_window8_256", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                         window_size=4).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        ref = bb(x)
+        assert route_through_modules(bb.model) == 4  # one attention per block
+        calls = []
+        hooks = [m.attn.qkv.register_forward_hook(lambda *a: calls.append(1)) for m in bb.model.modules()
+                 if hasattr(m, "attn")]
+        got = bb(x)
+    assert len(calls) == len(hooks) == 4
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_without_the_qkv_switch_the_build_time_probe_refuses_the_silent_lora(monkeypatch):
+    import degmix_tuning.tuning._peft as peft_plumbing
+
+    monkeypatch.setattr(peft_plumbing, "route_through_modules", lambda net: 0)  # what timm's Swin-V2 does by itself
+    model = create_model("degmix_tuning_tiny_nyud", backbone="swinv2_tiny_window8_256", head={"dim": 16},
+                         backbone_kwargs=dict(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                                              window_size=4))
+    with pytest.raises(ValueError, match=r"lora: 4 adapted layers .* never run .*layers\.0\.blocks\.0\.attn\.qkv"):
+        apply_tuning(model, "lora")
+
+
+def test_efficientnet_stages_own_every_block_and_the_stem_is_conv_stem_and_bn1():
+    """Taps at blocks.0/1/3/5: blocks.2 and blocks.4 belong to the next tapped stage, not to the "stem" extras."""
+    from degmix_tuning.tuning.extras import BackboneExtras, extra_parameters, stem_parameters
+    from degmix_tuning.tuning.structure import find_stages, network_of
+
+    model = create_model("degmix_tuning_tiny_nyud", backbone="mobilenetv3_small_050", head={"dim": 16})
+    net = network_of(model.backbone)
+    stages = find_stages(model.backbone)
+    assert [s.name for s in stages] == ["blocks.0", "blocks.1", "blocks.3", "blocks.5"]
+    in_stages = {id(b) for s in stages for b in s.blocks}
+    assert in_stages == {id(b) for unit in net.blocks for b in unit}  # every block of every unit, once
+    assert {id(p) for p in stem_parameters(net, stages)} == {id(p) for m in (net.conv_stem, net.bn1)
+                                                             for p in m.parameters()}
+    stem_only = BackboneExtras(norms=False, position_bias=False, merging=False)
+    assert sum(p.numel() for p in extra_parameters(model.backbone, stem_only)) == 464
+
+
+def test_regnet_stages_are_their_b_blocks():
+    from degmix_tuning.tuning.structure import find_stages
+
+    model = create_model("degmix_tuning_tiny_nyud", backbone="regnety_002", head={"dim": 16})
+    stages = find_stages(model.backbone)
+    assert stages[0].block_names == ["s1.b1"] and stages[-1].block_names[-1].startswith("s4.b")
+    assert all(type(b).__name__ == "Bottleneck" for s in stages for b in s.blocks)
+
+
+def test_ditask_leaves_weights_whose_spectrum_it_cannot_warp():
+    """A warp keeps both ends of the spectrum: on a weight with <= 2 singular values it could change nothing."""
+    model = _toy_model(lambda: _PlainStage(nn.Sequential(nn.Conv2d(8, 2, 1), nn.Conv2d(2, 8, 1), nn.Conv2d(8, 8, 1))),
+                       "test_thin_convs")
+    apply_tuning(model, "ditask", task_tess=0, head="degmix")
+    wrapped = [type(m).__name__ for m in model.backbone.stages[0].blocks[0]]
+    assert wrapped == ["Conv2d", "Conv2d", "SpectralWarpLayer"]

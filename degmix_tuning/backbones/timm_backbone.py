@@ -4,14 +4,21 @@ Weights come from a timm/hub name (`pretrained=True`), a local `.pth`/`.safetens
 model's own checkpoint filter, strictly), or random init. Inputs of any size are padded to the model's largest
 stride and the maps are cropped back, so 425x560 gives the same 107x140 / 54x70 / 27x35 / 14x18 maps as
 the official mmseg Swin.
+
+A few families run only at the input size they were built for (MLP-Mixer's token MLPs, LeViT's attention biases,
+MaxViT's window grid, Hiera's mask units): `fixed_input_size` says so (found by one gradient-free try at another
+size when the model is built), smaller inputs are padded up to it, larger ones are refused in one line that names
+the `model.img_size` to build with.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 
 import timm
+import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
@@ -23,17 +30,26 @@ from .weights import (
 
 # kwargs that only some timm families (Swin, ViT, ...) accept; CNNs take any input size without them
 _SIZE_KWARGS = ("img_size", "strict_img_size", "dynamic_img_size")
+# kwargs that only matter when the architecture has the feature (Inception-v3 has no stochastic depth)
+_OPTIONAL_KWARGS = (*_SIZE_KWARGS, "drop_path_rate")
 
 
 def _create_timm_model(name: str, **kwargs) -> nn.Module:
-    """`timm.create_model`, dropping each size kwarg that the architecture's constructor does not take."""
+    """`timm.create_model`, dropping each optional kwarg that the architecture's constructor does not take; any
+    other rejected kwarg (from `model.backbone_kwargs`) is one ValueError line."""
     while True:
         try:
             return timm.create_model(name, **kwargs)
         except TypeError as exc:
-            rejected = [k for k in _SIZE_KWARGS if k in kwargs and f"'{k}'" in str(exc)]
+            rejected = [k for k in _OPTIONAL_KWARGS if k in kwargs and f"'{k}'" in str(exc)]
             if not rejected:
+                given = [k for k in kwargs if f"'{k}'" in str(exc) and k not in ("pretrained", "num_classes")]
+                if given:
+                    raise ValueError(f"timm model {name!r} does not accept {given[0]!r} ({str(exc).strip()}); remove "
+                                     "it from model.backbone_kwargs (this variant fixes or lacks it)") from exc
                 raise
+            if "drop_path_rate" in rejected:
+                logger.info(f"{name} has no stochastic depth: drop_path_rate={kwargs['drop_path_rate']} is ignored")
             for k in rejected:
                 kwargs.pop(k)
 
@@ -171,10 +187,38 @@ class TimmBackbone(FeatureBackbone):
         cfg.setdefault("std", IMAGENET_DEFAULT_STD)
         self.pretrained_cfg = cfg
         self.size_divisor = self._native_reduction
+        self.fixed_input_size = self._fixed_size(img_size)
+        self.native_sizes: list[tuple[int, int]] = []  # map sizes of the last forward before resampling/cropping
         if file_state is not None and not whole_slot and self.stage_norms is not None:
             logger.info(f"{checkpoint_path}: has no stage output norms; they keep their LayerNorm init (weight 1, bias 0)")
         if whole_slot:
             self.load_slot_state(file_state, str(checkpoint_path))
+
+    def _fixed_size(self, img_size) -> tuple[int, int] | None:
+        """The one input size the model runs at, or None when any size works.
+
+        Only models that take `img_size` but not `dynamic_img_size` can be fixed (MLP-Mixer, LeViT, MaxViT, Hiera):
+        those are tried once, without gradients, at a small other size; a failure there means "fixed".
+        """
+        taken = {name for cls in type(self.model).__mro__ if "__init__" in vars(cls)
+                 for name in inspect.signature(cls.__init__).parameters}  # LevitDistilled passes *args on
+        if "img_size" not in taken or "dynamic_img_size" in taken:
+            return None
+        default = (self.model.pretrained_cfg or {}).get("input_size", (3, 224, 224))[-2:]
+        built = tuple(int(v) for v in (img_size if img_size is not None else default))
+        s = self._native_reduction
+        other = (2 * s, 3 * s) if built != (2 * s, 3 * s) else (3 * s, 4 * s)
+        was_training = self.model.training
+        try:
+            with torch.no_grad():
+                self.model.eval()
+                self.model.forward_intermediates(torch.zeros(1, 3, *other), indices=list(self.out_indices),
+                                                 intermediates_only=True)
+            return None
+        except Exception:  # noqa: BLE001 - any failure at another size: the model only runs at its built size
+            return built
+        finally:
+            self.model.train(was_training)
 
     def _load_timm_state(self, sd: dict[str, Tensor], source: str) -> None:
         """A timm or original-release file (e.g. Microsoft Swin): the architecture's own timm filter, then strict."""
@@ -211,13 +255,26 @@ class TimmBackbone(FeatureBackbone):
             if hasattr(self.model, "layers") else "mmseg Swin weights need a Swin backbone such as swin_t."
         ))
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an h x w input is zero-padded to (bottom/right) before the network runs."""
+        if self.fixed_input_size is not None:
+            fh, fw = self.fixed_input_size
+            if h > fh or w > fw:
+                need = self.img_size_for((h, w))
+                raise ValueError(
+                    f"backbone {self.name!r} runs only at the input size it was built for ({fh}x{fw}) and got "
+                    f"{h}x{w}; build it for the crop size: --set model.img_size={need[0]},{need[1]}")
+            return fh, fw
+        div = self.size_divisor
+        return math.ceil(h / div) * div, math.ceil(w / div) * div
+
     def forward(self, x: Tensor) -> list[Tensor]:
         h, w = x.shape[-2:]
-        div = self.size_divisor
-        ph, pw = math.ceil(h / div) * div - h, math.ceil(w / div) * div - w
+        ph, pw = (a - b for a, b in zip(self.padded_size(h, w), (h, w)))
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         feats = self.model.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)
+        self.native_sizes = [tuple(f.shape[-2:]) for f in feats]
         out = []
         for i, f in enumerate(feats):
             if self.pyramid:
@@ -236,10 +293,19 @@ def _is_slot_layout(sd: dict[str, Tensor]) -> bool:
 
 
 def _resample_to_stride(f: Tensor, native: int, target: int) -> Tensor:
-    """Parameter-free simple feature pyramid: bilinear up for finer strides, max-pool for coarser ones."""
+    """Parameter-free simple feature pyramid: bilinear up for finer strides, max-pool for coarser ones.
+
+    Integer ratios scale by the ratio; others (a patch-14 ViT to strides 4/8/16/32) resample to the size the padded
+    input has at `target`: ceil(map * native / target).
+    """
     if target == native:
         return f
-    if target < native:
+    if target < native and native % target == 0:
         return F.interpolate(f, scale_factor=native // target, mode="bilinear", align_corners=False)
-    k = target // native
-    return F.max_pool2d(f, kernel_size=k, stride=k, ceil_mode=True)
+    if target > native and target % native == 0:
+        k = target // native
+        return F.max_pool2d(f, kernel_size=k, stride=k, ceil_mode=True)
+    size = tuple(-(-n * native // target) for n in f.shape[-2:])
+    if target < native:
+        return F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+    return F.adaptive_max_pool2d(f, size)

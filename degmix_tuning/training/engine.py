@@ -398,6 +398,12 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         accelerator.print(f"[degmix-tuning] protocol {cfg.protocol}, no value overridden")
 
     model = build_model(cfg)
+    need = model.backbone.img_size_for(cfg.data.resolved_crop_size())
+    if cfg.model.img_size is None and need is not None and tuple(need) != model.backbone.fixed_input_size:
+        # a backbone that runs at one input size (MLP-Mixer, LeViT, MaxViT, Hiera) is built for the crop size
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=tuple(need)))
+        accelerator.print(f"[degmix-tuning] {cfg.model.backbone} runs at one input size: built for {need[0]}x{need[1]}")
+        model = build_model(cfg)
     weights_info = backbone_weights.describe(cfg, model.backbone)
     accelerator.print(f"[degmix-tuning] {backbone_weights.one_line(weights_info)}")
     model.freeze_bn = tc.freeze_bn

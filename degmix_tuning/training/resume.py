@@ -28,6 +28,9 @@ SAFE_ON_RESUME = frozenset({
     "train.betas", "train.eps", "train.lr_scale_batch", "train.select",
 })
 DERIVED = frozenset({"protocol_overrides"})  # follows from the other fields: never a change of its own
+# unset now, resolved at the start from the data (a fixed-size backbone built for the crop size): the resume resolves
+# it again to the same value
+RESOLVED_WHEN_UNSET = frozenset({"model.img_size"})
 
 
 def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
@@ -44,7 +47,8 @@ def resume_changes(run_dir: Path, config: dict) -> dict[str, list]:
     now = ExperimentConfig.flat_fields(json.loads(json.dumps(config)))  # tuples -> lists, as in the file
     # a field the run's config.json does not hold was added to the config after the run started: not a change
     differing = {k: [before.get(k), now.get(k)] for k in sorted(set(before) | set(now))
-                 if k in before and k not in DERIVED and before.get(k) != now.get(k)}
+                 if k in before and k not in DERIVED and before.get(k) != now.get(k)
+                 and not (k in RESOLVED_WHEN_UNSET and now.get(k) is None)}
     refused = {k: v for k, v in differing.items() if k not in SAFE_ON_RESUME}
     if refused:
         shown = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from .structure import require_targets, target_names
+from .structure import network_of, require_targets, route_through_modules, target_names
 
 
 def peft_targets(model: nn.Module, method: str, target_types: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
+    route_through_modules(network_of(model.backbone))  # Swin-V2/EVA/BEiT qkv: called as a module, so peft sees it
     names = target_names(model.backbone, target_types, exclude)
     require_targets(names, method, model.backbone, target_types)
     return names

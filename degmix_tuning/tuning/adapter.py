@@ -2,7 +2,8 @@
 
 y -> y + up(GELU(down(y))) on the channel axis, hidden width = channels // reduction, `up` zero-initialised so the
 model starts exactly at the pretrained one. Transformer blocks (Swin, ViT, ConvNeXt) get it on their `mlp` output
-(before the residual add); blocks without an `mlp` child (ResNet) get it on the block output. Parameters per adapter:
+(before the residual add); blocks without an `mlp` child (ResNet, EfficientNet, MaxViT) get it on the block output,
+in the network's map layout (tokens and NHWC maps: channels last; NCHW maps: axis 1). Parameters per adapter:
 2 C h + h + C. peft has no bottleneck adapter, hence this file.
 """
 
@@ -29,9 +30,12 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, y: Tensor) -> Tensor:
-        z = y.movedim(self.channel_dim, -1) if self.channel_dim != -1 else y
+        axis = -1 if y.ndim == 3 else self.channel_dim  # tokens [B, N, C] carry channels last
+        if y.shape[axis] != self.down.in_features:
+            raise RuntimeError(f"adapter expects {self.down.in_features} channels on axis {axis} of {tuple(y.shape)}")
+        z = y.movedim(axis, -1) if axis != -1 else y
         z = self.up(self.act(self.down(z)))
-        return y + (z.movedim(-1, self.channel_dim) if self.channel_dim != -1 else z)
+        return y + (z.movedim(-1, axis) if axis != -1 else z)
 
 
 class Adapted(TunerLayer):
@@ -56,8 +60,10 @@ class AdapterConfig(TuningConfig):
             raise ValueError(f"adapter: reduction must be positive, got {self.reduction}")
 
 
-def _output_layout(module: nn.Module) -> tuple[int, int]:
-    """(channels, channel axis) of what `module` returns, read from its last Linear/Conv2d."""
+def _output_layout(module: nn.Module, whole_block: bool, net: nn.Module) -> tuple[int, int]:
+    """(channels, channel axis) of what `module` returns: channels from its last Linear/Conv2d; the axis from that
+    layer for an `mlp`, from the network's map layout for a whole block (a MaxViT block ends in a Linear but returns
+    NCHW maps; a Swin block returns NHWC)."""
     layers = block_targets(module, ("linear", "conv2d")) + [
         (n, m) for n, m in module.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1
     ]
@@ -65,9 +71,10 @@ def _output_layout(module: nn.Module) -> tuple[int, int]:
         raise ValueError(f"adapter: cannot tell the output channels of {type(module).__name__} (no Linear/Conv2d)")
     order = {id(m): i for i, (_, m) in enumerate(module.named_modules())}
     last = max((m for _, m in layers), key=lambda m: order[id(m)])
-    if isinstance(last, nn.Conv2d):
-        return last.out_channels, 1
-    return last.out_features, -1
+    channels = last.out_channels if isinstance(last, nn.Conv2d) else last.out_features
+    if whole_block:
+        return channels, -1 if str(getattr(net, "output_fmt", "NCHW")) == "NHWC" else 1
+    return channels, 1 if isinstance(last, nn.Conv2d) else -1
 
 
 def apply(model: nn.Module, cfg: AdapterConfig) -> None:
@@ -76,7 +83,7 @@ def apply(model: nn.Module, cfg: AdapterConfig) -> None:
         for block_name, block in zip(stage.block_names, stage.blocks):
             mlp = getattr(block, "mlp", None)
             name, target = (f"{block_name}.mlp", mlp) if isinstance(mlp, nn.Module) else (block_name, block)
-            channels, axis = _output_layout(target)
+            channels, axis = _output_layout(target, target is block, net)
             adapter = BottleneckAdapter(channels, max(1, channels // cfg.reduction), axis)
             replace_module(net, name, Adapted(target, adapter))
 

@@ -127,6 +127,9 @@ def apply_tuning(model: nn.Module, method: str | TuningConfig, **kwargs) -> Tuni
     freeze_module(model.backbone)
     _place_head(model, cfg)
     entry.apply_fn(model, cfg)
+    from .probe import probe_tuned_model
+
+    probe_tuned_model(model, cfg)  # an unsupported backbone/method pair is refused here, in one line
     model.tuning_config = cfg
     return cfg
 

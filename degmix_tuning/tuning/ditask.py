@@ -20,7 +20,8 @@ streams.py). The released code also builds task thetas on qkv whose outputs are 
 Swin-T); we do not build them. Swin-T, 4 tasks: 48 * 63 + 4 * 3 * 3 * 4 = 3,168 scalars (+ 1,599,546 extras). Of
 these, the shared thetas of proj/fc1/fc2 in the very last block (189) get no gradient, in the released code too:
 task layers read only the task stream, and the final shared map feeds no decoder.
-Dropout 0.05 on the adapted layer's input, as released.
+Dropout 0.05 on the adapted layer's input, as released. Weights with at most 2 singular values (a layer with 1 or 2
+inputs or outputs) stay frozen and unwrapped: a warp that keeps both end points cannot change such a spectrum.
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ class SpectralWarpLayer(MultiTaskLayer):
             self.register_buffer(name, t.to(w.dtype), persistent=False)
 
     def warped_weight(self, theta: Tensor) -> Tensor:
+        if self.structure_only:  # the build-time probe checks shapes and calls only: no SVD for it
+            return self.base.weight
         if self.svd_s is None:
             self.refresh_svd()
         s = warp_spectrum(self.svd_s, theta)
@@ -144,6 +147,8 @@ def apply(model: nn.Module, cfg: DiTASKConfig) -> None:
         if layer.weight.shape[0] % groups:
             raise ValueError(f"ditask: {name} is listed in fused_qkv but its "
                              f"{layer.weight.shape[0]} outputs do not split into 3 equal parts")
+        if min(layer.weight.shape[0] // groups, layer.weight[0].numel()) <= 2:
+            return layer  # the warp keeps both end points of the spectrum: with <= 2 values it could change nothing
         return SpectralWarpLayer(layer, cfg.tess, layer_tasks, cfg.task_tess, groups, cfg.dropout, cfg.init)
 
     wrap_stage_blocks(model, "ditask", cfg.target_types, cfg.task_exclude, cfg.task_tess > 1, make_layer)

@@ -15,7 +15,7 @@ from torch import nn
 from ..config import ConfigBase
 from .structure import NORM_TYPES, find_stages, network_of
 
-POSITION_PARAM_KEYS = ("relative_position_bias_table", "pos_embed", "position_embed", "rel_pos")
+POSITION_PARAM_KEYS = ("relative_position_bias_table", "pos_embed", "position_embed", "rel_pos", "cpb_mlp")
 
 
 @dataclass
@@ -23,10 +23,11 @@ class BackboneExtras(ConfigBase):
     """Which non-adapter backbone parameters train. Defaults = MTLoRA/DiTASK released configs (all on)."""
 
     stem: bool = field(default=True, metadata={"help": "everything before the first stage (Swin/ViT patch_embed, "
-                                                       "ConvNeXt/ResNet stem)"})
+                                                       "ConvNeXt/ResNet/EfficientNet stem)"})
     norms: bool = field(default=True, metadata={"help": "every LayerNorm/GroupNorm/BatchNorm inside the network"})
-    position_bias: bool = field(default=True, metadata={"help": "relative-position bias tables and position "
-                                                                "embeddings (matched by parameter name)"})
+    position_bias: bool = field(default=True, metadata={"help": "relative-position bias tables (Swin-V2/MaxViT: "
+                                                                "their bias MLPs) and position embeddings (matched "
+                                                                "by parameter name)"})
     merging: bool = field(default=True, metadata={"help": "stage transitions outside the blocks (Swin PatchMerging "
                                                           "incl. its reduction linear: 1.548M on Swin-T)"})
     output_norms: bool = field(default=False, metadata={"help": "the slot's per-stage output norms (a DeGMix addition "
@@ -49,8 +50,7 @@ def extra_parameters(backbone: nn.Module, extras: BackboneExtras) -> list[nn.Par
     output_norms = getattr(backbone, "stage_norms", None)
     output_norm_ids = {id(p) for p in output_norms.parameters()} if output_norms is not None else set()
     if extras.stem:
-        in_stages = {id(p) for s in stages for m in [*s.blocks, *s.transitions] for p in m.parameters()}
-        take(p for p in net.parameters() if id(p) not in in_stages and id(p) not in output_norm_ids)
+        take(p for p in stem_parameters(net, stages) if id(p) not in output_norm_ids)
     if extras.norms:
         take(p for m in net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False))
     if extras.position_bias:
@@ -65,6 +65,20 @@ def extra_parameters(backbone: nn.Module, extras: BackboneExtras) -> list[nn.Par
     return list(chosen.values())
 
 
+def stem_parameters(net: nn.Module, stages) -> list[nn.Parameter]:
+    """Parameters of the modules registered before the first stage (conv_stem + bn1, patch_embed, cls/pos tokens).
+
+    Modules outside every stage but after the first one (timm leaves e.g. unused late parts) are not the stem.
+    """
+    in_stages = {id(m) for s in stages for top in [*s.blocks, *s.transitions] for m in top.modules()}
+    out = []
+    for m in net.modules():
+        if id(m) in in_stages:
+            break
+        out += list(m.parameters(recurse=False))
+    return out
+
+
 def unfreeze_extras(backbone: nn.Module, extras: BackboneExtras) -> int:
     """Switch on the selected base parameters; returns how many scalars that is."""
     params = extra_parameters(backbone, extras)
@@ -73,4 +87,4 @@ def unfreeze_extras(backbone: nn.Module, extras: BackboneExtras) -> int:
     return sum(p.numel() for p in params)
 
 
-__all__ = ["BackboneExtras", "extra_parameters", "unfreeze_extras"]
+__all__ = ["BackboneExtras", "extra_parameters", "stem_parameters", "unfreeze_extras"]

@@ -1,8 +1,10 @@
 """Where the blocks are: stages, blocks and target layers of any backbone in the slot, found by module type.
 
-A *stage* is what produces one returned feature map: Swin `layers.i`, ConvNeXt `stages.i`, ResNet `layer{i}`, or for
-a plain ViT the run of blocks up to the tapped block `blocks.k`. It has `blocks` (the repeated units, the last one
+A *stage* is what produces one returned feature map: Swin `layers.i`, ConvNeXt `stages.i`, ResNet `layer{i}`, RegNet
+`s{i}`, for a plain ViT the run of blocks up to the tapped block `blocks.k`, for EfficientNet/MobileNetV3 the run of
+untapped stages up to the tapped one (`blocks.3` + `blocks.4`). It has `blocks` (the repeated units, the last one
 makes the map) and `transition` modules (stage parts outside the blocks: Swin PatchMerging, ConvNeXt downsample).
+Everything before the first stage is the stem.
 Target layers are the `nn.Linear` / ungrouped `nn.Conv2d` modules inside blocks; grouped (depthwise) convs are
 skipped because a low-rank or spectral update of a per-channel kernel is not what these methods describe.
 
@@ -40,6 +42,7 @@ class Stage:
     blocks: list[nn.Module]
     transitions: list[nn.Module] = field(default_factory=list)
     block_names: list[str] = field(default_factory=list)
+    tail: list[nn.Module] = field(default_factory=list)  # per-sample norms the tapped module runs after its blocks
 
 
 def network_of(backbone: nn.Module) -> nn.Module:
@@ -47,8 +50,16 @@ def network_of(backbone: nn.Module) -> nn.Module:
     return getattr(backbone, "model", backbone)
 
 
+_CONTAINERS = (nn.Sequential, nn.ModuleList)
+_PER_SAMPLE_NORMS = (nn.LayerNorm, nn.GroupNorm)
+
+
 def find_stages(backbone: nn.Module) -> list[Stage]:
-    """One `Stage` per returned feature map, in order."""
+    """One `Stage` per returned feature map, in order.
+
+    A tap inside an indexed container (`blocks.4` of EfficientNet, `blocks.7` of a ViT) owns the untapped siblings
+    since the previous tap, so every unit between the stem and the last tap belongs to exactly one stage.
+    """
     if hasattr(backbone, "tuning_stages"):
         return list(backbone.tuning_stages())
     net = network_of(backbone)
@@ -63,37 +74,68 @@ def find_stages(backbone: nn.Module) -> list[Stage]:
     prev_index: dict[str, int] = {}
     for name in names:
         try:
-            module = net.get_submodule(name)
+            net.get_submodule(name)
         except AttributeError:
             raise ValueError(f"feature_info names {name!r}, not a submodule of {type(net).__name__}") from None
-        blocks_attr = getattr(module, "blocks", None)
-        if isinstance(blocks_attr, (nn.Sequential, nn.ModuleList)):  # Swin / ConvNeXt stage
-            blocks = list(blocks_attr)
-            block_names = [f"{name}.blocks.{i}" for i in range(len(blocks))]
-            transitions = [m for n, m in module.named_children() if n != "blocks" and _has_params(m)]
-        elif isinstance(module, (nn.Sequential, nn.ModuleList)):  # ResNet layer
-            blocks = list(module)
-            block_names = [f"{name}.{i}" for i in range(len(blocks))]
-            transitions = []
-        else:  # ViT-style tap on a block inside a flat container: the stage is the run of blocks up to it
-            parent_name, _, idx = name.rpartition(".")
-            parent = net.get_submodule(parent_name) if parent_name else None
-            if not isinstance(parent, (nn.Sequential, nn.ModuleList)) or not idx.isdigit():
-                raise ValueError(f"cannot tell the blocks of feature level {name!r} in {type(net).__name__}")
+        parent_name, _, idx = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        if isinstance(parent, _CONTAINERS) and idx.isdigit():  # a run of siblings up to the tap
             start = prev_index.get(parent_name, -1) + 1
-            end = int(idx)
-            blocks = [parent[i] for i in range(start, end + 1)]
-            block_names = [f"{parent_name}.{i}" for i in range(start, end + 1)]
-            transitions = []
-            prev_index[parent_name] = end
-        if not blocks:
+            prev_index[parent_name] = int(idx)
+            units = [(f"{parent_name}.{i}", parent[i], True) for i in range(start, int(idx) + 1)]
+        else:  # a named stage (ResNet layer1, RegNet s1, Swin layers.0 via its container above)
+            units = [(name, net.get_submodule(name), False)]
+        stage = Stage(name, [])
+        for unit_name, unit, in_run in units:
+            _add_unit(stage, unit_name, unit, in_run, is_tap=unit_name == name)
+        if not stage.blocks:
             raise ValueError(f"feature level {name!r} of {type(net).__name__} has no blocks")
-        stages.append(Stage(name, blocks, transitions, block_names))
+        stages.append(stage)
     return stages
+
+
+def _add_unit(stage: Stage, name: str, unit: nn.Module, in_run: bool, is_tap: bool) -> None:
+    """Append one unit's blocks (and transitions) to `stage`."""
+    inner = getattr(unit, "blocks", None)
+    if isinstance(inner, _CONTAINERS):  # Swin / ConvNeXt / PVT / MetaFormer stage: blocks + transitions
+        children = list(unit.named_children())
+        stage.blocks += list(inner)
+        stage.block_names += [f"{name}.blocks.{i}" for i in range(len(inner))]
+        stage.transitions += [m for n, m in children if n != "blocks" and _has_params(m)]
+        if is_tap:  # children registered after the blocks, e.g. PVT-v2's stage norm
+            after = children[[n for n, _ in children].index("blocks") + 1:]
+            stage.tail = [m for _, m in after if isinstance(m, _PER_SAMPLE_NORMS)]
+        return
+    if isinstance(unit, _CONTAINERS):  # ResNet layer, EfficientNet stage: a sequence of blocks
+        stage.blocks += list(unit)
+        stage.block_names += [f"{name}.{i}" for i in range(len(unit))]
+        return
+    children = [(n, m) for n, m in unit.named_children() if _has_params(m)]
+    if not in_run and children and len({type(m) for _, m in children}) == 1:
+        stage.blocks += [m for _, m in children]  # RegNet stage: b1, b2, ... of one block type
+        stage.block_names += [f"{name}.{n}" for n, _ in children]
+        return
+    stage.blocks.append(unit)  # a ViT/Mixer block in a flat run, or a stage that is one unit
+    stage.block_names.append(name)
 
 
 def _has_params(m: nn.Module) -> bool:
     return any(True for _ in m.parameters())
+
+
+def route_through_modules(net: nn.Module) -> int:
+    """Make attention modules call their `qkv` Linear as a module; returns how many were switched.
+
+    timm's Swin-V2, EVA and BEiT attention compute `F.linear(x, self.qkv.weight, q_bias|0|v_bias)`, which bypasses
+    whatever wraps `qkv` (a LoRA there would be a silent no-op). Their `qkv_bias_separate` switch computes
+    `self.qkv(x) + bias` instead: the same numbers, through the module.
+    """
+    switched = 0
+    for m in net.modules():
+        if getattr(m, "qkv_bias_separate", None) is False and isinstance(getattr(m, "qkv", None), nn.Linear):
+            m.qkv_bias_separate = True
+            switched += 1
+    return switched
 
 
 def is_target(module: nn.Module, target_types: tuple[str, ...]) -> bool:
@@ -105,9 +147,16 @@ def is_target(module: nn.Module, target_types: tuple[str, ...]) -> bool:
     return isinstance(module, nn.Linear) and "linear" in target_types
 
 
+# modules inside blocks that compute attention biases from the fixed coordinate table, not from the token stream
+# (Swin-V2's continuous position bias, MaxViT-rmlp's relative-position MLP): not adapter targets; the MTLoRA/DiTASK
+# extras train them with the other position biases (`BackboneExtras.position_bias`)
+POSITION_MODULES = {"cpb_mlp", "rel_pos"}
+
+
 def block_targets(block: nn.Module, target_types: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
     """(name inside the block, module) of every target layer of one block, in registration order."""
-    return [(n, m) for n, m in block.named_modules() if n and is_target(m, target_types)]
+    return [(n, m) for n, m in block.named_modules()
+            if n and is_target(m, target_types) and not set(n.split(".")) & POSITION_MODULES]
 
 
 def target_names(backbone: nn.Module, target_types: tuple[str, ...], exclude_leaf: tuple[str, ...] = ()) -> list[str]:
@@ -138,6 +187,6 @@ def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 __all__ = [
-    "NORM_TYPES", "Stage", "TARGET_TYPES", "TunerLayer", "block_targets", "find_stages", "is_target", "network_of",
-    "replace_module", "require_targets", "target_names",
+    "NORM_TYPES", "POSITION_MODULES", "Stage", "TARGET_TYPES", "TunerLayer", "block_targets", "find_stages",
+    "is_target", "network_of", "replace_module", "require_targets", "route_through_modules", "target_names",
 ]
