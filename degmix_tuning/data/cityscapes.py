@@ -35,6 +35,7 @@ from .formats import (
     read_uint16_png,
 )
 from .info import get_dataset_info
+from .reader_base import ReaderBase
 
 CITYSCAPES_TASKS = ("semseg", "depth")
 CITYSCAPES_FOLDERS = {"image": "leftImg8bit", "semseg": "gtFine", "depth": "disparity", "camera": "camera"}
@@ -110,7 +111,7 @@ def _scan_split(root: Path, split: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------------- reader
-class CityscapesReader:
+class CityscapesReader(ReaderBase):
     """Reads one split of a Cityscapes root into raw numpy samples at `size` (None: native size); see the module
     docstring."""
 
@@ -169,26 +170,11 @@ class CityscapesReader:
             return {"depth": f"{cameras}: camera folder is missing (depth needs each image's baseline and fx)"}
         return {}
 
-    @staticmethod
-    def flavour_of(root: str | Path, format: str = "auto") -> None:
-        """None: Cityscapes has one layout (`format` picks a NYUD-v2 flavour)."""
-
     @classmethod
     def for_validation(cls, root: str | Path, split: str, tasks: Sequence[str], *, flavour: str | None = None,
                        normals_context_ids=None) -> "CityscapesReader":
         """The reader that checks a split: files at their native size (there is no flavour or normals mask)."""
         return cls(root, split, tasks, size=None)
-
-    def read_shared(self, sample_id: str, tasks: Sequence[str], image_shape: tuple[int, int] | None) -> None:
-        """The file several labels derive from: none (the camera file belongs to depth alone)."""
-
-    def read_label_to_check(self, sample_id: str, task: str, image_shape: tuple[int, int] | None,
-                            shared: None) -> np.ndarray:
-        """`task`'s decoded label at native size, for `data validate` to compare with the image."""
-        return self.read_label(sample_id, task)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def path(self, sample_id: str, key: str) -> Path:
         """The file of `key` (image, semseg, depth = disparity, camera); semseg is the labelIds file, or the

@@ -23,6 +23,7 @@ from .formats import (
     image_size, read_rgb_label, read_split_ids,
 )
 from .info import get_dataset_info
+from .reader_base import ReaderBase
 
 NYUD_TASKS = ("semseg", "depth", "normals", "edge")
 NYUD_NUM_CLASSES = 40
@@ -62,7 +63,7 @@ def detect_nyud_flavour(root: str | Path) -> str:
     return "A" if (mat_seen or jpg_normals) else "B"
 
 
-class NYUDReader:
+class NYUDReader(ReaderBase):
     """Reads one split of a NYUD-v2 root into raw numpy samples (see module docstring for the encodings)."""
 
     dataset = "nyud"
@@ -120,17 +121,6 @@ class NYUDReader:
                        normals_context_ids=None) -> "NYUDReader":
         """The reader that checks a split, in the flavour found by `flavour_of` (normals ids are PASCAL's)."""
         return cls(root, split, tasks, format=flavour)
-
-    def read_shared(self, sample_id: str, tasks: Sequence[str], image_shape: tuple[int, int] | None) -> None:
-        """The file several labels of a sample are derived from: none, each NYUD-v2 label has its own file."""
-
-    def read_label_to_check(self, sample_id: str, task: str, image_shape: tuple[int, int] | None,
-                            shared: None) -> np.ndarray:
-        """`task`'s decoded label, for `data validate` to compare with the image."""
-        return self.read_label(sample_id, task)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def path(self, sample_id: str, key: str) -> Path:
         return self.root / NYUD_FOLDERS[key] / f"{sample_id}{NYUD_FLAVOURS[self.flavour][key]}"

@@ -24,6 +24,7 @@ from .formats import (
     image_size, read_rgb_label, read_split_ids,
 )
 from .info import get_dataset_info
+from .reader_base import ReaderBase
 
 PASCAL_TASKS = ("semseg", "human_parts", "sal", "normals", "edge")
 PASCAL_NUM_CLASSES = 21
@@ -72,7 +73,7 @@ def label_map_edges(label_map: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------------- reader
-class PascalReader:
+class PascalReader(ReaderBase):
     """Reads one split of a PASCAL-Context multi-task root into raw numpy samples (see the module docstring)."""
 
     dataset = "pascal"
@@ -136,10 +137,6 @@ class PascalReader:
             return {"normals": f"{label_maps}: LabelMap folder is missing (the normals mask needs it)"}
         return {}
 
-    @staticmethod
-    def flavour_of(root: str | Path, format: str = "auto") -> None:
-        """None: PASCAL-Context archives have one layout (`format` picks a NYUD-v2 flavour)."""
-
     @classmethod
     def for_validation(cls, root: str | Path, split: str, tasks: Sequence[str], *, flavour: str | None = None,
                        normals_context_ids: Iterable[int] | None = None) -> "PascalReader":
@@ -169,9 +166,6 @@ class PascalReader:
             read_rgb_label(self.path(sample_id, task))
             return None
         return self.read_label(sample_id, task, image_shape=image_shape, label_map=shared)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def path(self, sample_id: str, key: str) -> Path:
         if key == "semseg":
