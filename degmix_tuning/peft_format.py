@@ -21,16 +21,15 @@ from __future__ import annotations
 import copy
 import datetime
 import enum
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from .official.checkpoint_file import file_sha256
 
 PEFT_CONFIG_NAME = "adapter_config.json"
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -148,21 +147,10 @@ def _qkv_bias_separate(backbone: nn.Module) -> bool:
                for m in network_of(backbone).modules())  # qkv may be peft's wrapper by now: any module
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _save_atomically(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from .runtime import current_umask
+    from .training.checkpoint import save_shared_safetensors
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600; an adapter is meant to be shared
-    os.replace(tmp, path)
+    save_shared_safetensors({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, path, metadata)
 
 
 # --- export ----------------------------------------------------------------------------------------------------------
@@ -521,11 +509,11 @@ def import_peft(
     owned = _peft_owned_keys(model)
     if rest_path is not None:
         _load_rest(model, trainable, owned, rest, rest_meta, rest_path, allow_backbone_mismatch)
-    head_origin = (f"{rest_path.absolute()} (sha256 {_file_sha256(rest_path)[:12]})" if rest_path is not None
+    head_origin = (f"{rest_path.absolute()} (sha256 {file_sha256(rest_path)[:12]})" if rest_path is not None
                    else f"fresh init (seed {exp.train.seed}; not trained)")
     provenance = {
         "file": str((folder / PEFT_WEIGHTS_NAME).absolute()),
-        "sha256": _file_sha256(folder / PEFT_WEIGHTS_NAME),
+        "sha256": file_sha256(folder / PEFT_WEIGHTS_NAME),
         "format": "peft",
         "peft_type": str(_normal(config.peft_type)),
         "peft_version": getattr(config, "peft_version", None),

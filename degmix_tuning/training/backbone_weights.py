@@ -9,8 +9,9 @@ records `describe()`'s answer (source, file and sha256, hub tag, a digest of the
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from ..official.checkpoint_file import file_sha256
 
 # the frozen slot of the DeGMix tables: the backbone part of mmseg's UperNet ADE20K checkpoints
 # (DeMTG b3be4ef src/model/backbones/swin.py l.11-15, loaded by swin_t/swin_s/swin_b l.954-1020)
@@ -47,14 +48,6 @@ def require_real_weights(cfg) -> None:
         f"the frozen {m.backbone} backbone would keep random weights: pass --checkpoint-path FILE{hint} or "
         f"--pretrained (timm/hub weights), or --random-backbone to train on random frozen features on purpose"
     )
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe(cfg, backbone) -> dict:

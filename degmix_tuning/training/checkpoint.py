@@ -35,11 +35,17 @@ def save_adapter(model: nn.Module, path: str | Path, config: dict, extra: dict |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state, meta = _adapter_payload(model, config, extra)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600; an adapter is meant to be shared like any file
-    os.replace(tmp, path)
+    save_shared_safetensors(state, path, meta)
     return path
+
+
+def save_shared_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (tmp file + rename), readable like any file the user writes: safetensors
+    itself writes 0600, and adapters and exports are meant to be shared."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    os.replace(tmp, path)
 
 
 def adapter_file_bytes(model: nn.Module, config: dict) -> int:
