@@ -195,7 +195,7 @@ def test_best_evaluation_uses_the_protocol_headline_keys():
 def test_best_is_ranked_against_the_published_single_task_row_in_our_units():
     from degmix_tuning.training.selection import published_reference
 
-    ref, source = published_reference("swin_t", "pascal", ("semseg", "human_parts", "sal", "normals"), "mtlora")
+    ref, source = published_reference("swin_t", "pascal", ("semseg", "human_parts", "sal", "normals"))
     expected = {"semseg": {"miou": 0.6721}, "human_parts": {"miou": 0.6193}, "sal": {"per_image_miou": 0.6235},
                 "normals": {"mean_angle": 17.97}}
     assert ref.keys() == expected.keys()
@@ -203,7 +203,7 @@ def test_best_is_ranked_against_the_published_single_task_row_in_our_units():
         assert ref[task].keys() == metric.keys() and all(ref[task][k] == pytest.approx(v, rel=1e-12)
                                                          for k, v in metric.items())
     assert "Single-task" in source
-    assert published_reference("tiny_swin", "nyud", ("semseg",), "degmix") == (None, "the first evaluation")
+    assert published_reference("tiny_swin", "nyud", ("semseg",)) == (None, "the first evaluation")
 
 
 def test_every_protocol_value_names_its_source_and_the_readme_shows_the_table():

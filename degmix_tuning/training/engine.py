@@ -455,9 +455,7 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     accelerator.register_for_checkpointing(scheduler, progress)
     best = None
     if tc.select == "best":
-        best = BestEvaluation(cfg.protocol, *published_reference(cfg.model.backbone, cfg.model.dataset, tasks,
-                                                                 cfg.protocol))
-    if best is not None:
+        best = BestEvaluation(cfg.protocol, *published_reference(cfg.model.backbone, cfg.model.dataset, tasks))
         accelerator.register_for_checkpointing(best)
     use_adapter_checkpoints(accelerator, cfg.to_dict(), lambda: progress.step)  # no frozen backbone in checkpoints
 

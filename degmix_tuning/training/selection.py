@@ -16,20 +16,19 @@ from .protocols import headline_metric
 BEST_ADAPTER_NAME = "adapter_best.safetensors"
 
 
-PERCENT_KEYS = frozenset({"miou", "per_image_miou", "maxf", "odsf", "pixel_acc"})  # published x100, ours 0..1
-
-
-def published_reference(backbone: str, dataset: str, tasks, protocol: str) -> tuple[dict | None, str]:
-    """The published single-task metrics for these tasks in our units ({task: {key: value}}), and their source."""
+def published_reference(backbone: str, dataset: str, tasks) -> tuple[dict | None, str]:
+    """The published single-task metrics for these tasks in our keys and units ({task: {key: value}}: the papers'
+    columns, `reporting.runs.PAPER_METRICS`), and their source."""
     from ..reporting.published import reference_row
+    from ..reporting.runs import PAPER_METRICS
 
     row = reference_row(backbone, dataset, tuple(tasks))
     if row is None:
         return None, "the first evaluation"
     ref = {}
     for task in tasks:
-        key = headline_metric(protocol, task)
-        ref[task] = {key: row.metrics[task] / 100.0 if key in PERCENT_KEYS else row.metrics[task]}
+        key, scale = PAPER_METRICS[task]
+        ref[task] = {key: row.metrics[task] / scale}
     return ref, f"{row.method} ({row.source})"
 
 
@@ -45,10 +44,12 @@ class BestEvaluation:
         self.score: float | None = None
 
     def offer(self, step: int, metrics: dict) -> bool:
-        """True when `metrics` is the new best (ties keep the earlier evaluation)."""
+        """True when `metrics` is the new best (ties keep the earlier evaluation). Ranked by the reference's keys:
+        a published row's columns, or the protocol's headline keys of the first evaluation."""
         if self.reference is None:
-            self.reference = metrics
-        keys = {t: headline_metric(self.protocol, t) for t in metrics}
+            self.reference = {t: {k: metrics[t][k]} for t, k in ((t, headline_metric(self.protocol, t))
+                                                                  for t in metrics)}
+        keys = {t: next(iter(ref)) for t, ref in self.reference.items()}
         score = delta_m(metrics, self.reference, metrics=keys)
         if self.score is not None and score <= self.score:
             return False
