@@ -184,6 +184,25 @@ def resolve_run_length(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg.override(derived)
 
 
+def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The config a run trains with: precision not set -> the launcher's, the run length in steps, and the protocol
+    values it overrides (what config.json records and --print-config shows)."""
+    cfg = resolve_run_length(resolve_mixed_precision(cfg))
+    return dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
+
+
+def build_model_for_crop(cfg: ExperimentConfig, say=print) -> tuple[ExperimentConfig, torch.nn.Module]:
+    """`build_model`, and a backbone that runs at one input size (MLP-Mixer, LeViT, MaxViT, Hiera) rebuilt for the
+    crop size, recorded as model.img_size."""
+    model = build_model(cfg)
+    need = model.backbone.img_size_for(cfg.data.resolved_crop_size())
+    if cfg.model.img_size is None and need is not None and tuple(need) != model.backbone.fixed_input_size:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=tuple(need)))
+        say(f"[degmix-tuning] {cfg.model.backbone} runs at one input size: built for {need[0]}x{need[1]}")
+        model = build_model(cfg)
+    return cfg, model
+
+
 def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
     run_dir = Path(cfg.train.output_dir)
     if not resume and list_checkpoints(run_dir / "checkpoints"):
@@ -383,10 +402,8 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
 
     run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
     resume_candidates = _resolve_resume(run_dir, resume_from)
-    cfg = resolve_mixed_precision(cfg)  # not set: the launcher's choice if any, recorded in config.json
+    cfg = resolve_config(cfg)  # launcher's precision, train.epochs -> max_steps, protocol overrides
     accelerator = _make_accelerator(cfg, run_dir)
-    cfg = resolve_run_length(cfg)  # train.epochs -> max_steps (and eval_every_epochs -> eval_every)
-    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
     # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data
     config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
     tc = cfg.train
@@ -397,13 +414,7 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     else:
         accelerator.print(f"[degmix-tuning] protocol {cfg.protocol}, no value overridden")
 
-    model = build_model(cfg)
-    need = model.backbone.img_size_for(cfg.data.resolved_crop_size())
-    if cfg.model.img_size is None and need is not None and tuple(need) != model.backbone.fixed_input_size:
-        # a backbone that runs at one input size (MLP-Mixer, LeViT, MaxViT, Hiera) is built for the crop size
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, img_size=tuple(need)))
-        accelerator.print(f"[degmix-tuning] {cfg.model.backbone} runs at one input size: built for {need[0]}x{need[1]}")
-        model = build_model(cfg)
+    cfg, model = build_model_for_crop(cfg, accelerator.print)
     weights_info = backbone_weights.describe(cfg, model.backbone)
     accelerator.print(f"[degmix-tuning] {backbone_weights.one_line(weights_info)}")
     model.freeze_bn = tc.freeze_bn

@@ -306,18 +306,15 @@ def _run(args: argparse.Namespace, dataset: str) -> int:
 def resolved_config_json(cfg: ExperimentConfig) -> str:
     """What a run with `cfg` would train, as JSON: the config after the protocol, the flags and the run length in
     steps, the protocol values it overrides, the backbone weights (built, nothing trained) and the lr used."""
-    import dataclasses
     import json
 
     from . import backbone_weights
-    from .engine import build_model, resolve_run_length
+    from .engine import build_model_for_crop, resolve_config
     from .optim import effective_lr
-    from .protocols import protocol_differences
 
     backbone_weights.require_real_weights(cfg)
-    cfg = resolve_mixed_precision(resolve_run_length(cfg))
-    cfg = dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
-    weights = backbone_weights.describe(cfg, build_model(cfg).backbone)
+    cfg, model = build_model_for_crop(resolve_config(cfg), say=lambda line: None)  # stdout is the JSON alone
+    weights = backbone_weights.describe(cfg, model.backbone)
     return json.dumps({"config": cfg.to_dict(), "backbone_weights": weights, "effective_lr": effective_lr(cfg.train)},
                       indent=2)
 
