@@ -67,9 +67,6 @@ def main(argv: list[str] | None = None) -> int:
             from .backbones import import_plugins
 
             import_plugins(modules)
-            from .runtime import record_plugins
-
-            record_plugins(modules)
         return int(args.func(args) or 0)
 
     return run_mapping_errors(run, f"degmix-tuning {args.command}", getattr(args, "error_context", "command"), debug)

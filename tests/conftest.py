@@ -48,6 +48,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_recorded_plugins(monkeypatch):
+    """Each test starts with no `--import` plugins recorded (a test's import must not land in later tests' configs)."""
+    import degmix_tuning.runtime as runtime
+
+    monkeypatch.setattr(runtime, "IMPORTED_PLUGINS", [])
+    yield
+
+
 @pytest.fixture
 def tiny_model():
     from degmix_tuning import create_model

@@ -56,7 +56,10 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
 
 
 def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
-    """Import modules (dotted names, or .py files) whose import registers backbones, tasks or tuning methods."""
+    """Import modules (dotted names, or .py files) whose import registers backbones, tasks or tuning methods; each
+    imported one is recorded (`runtime.record_plugins`), so a run's config names it for evaluate / predict / resume."""
+    from ..runtime import record_plugins
+
     for module in modules:
         path = Path(module)
         try:
@@ -72,6 +75,7 @@ def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
                 f"--import {module!r}: module {exc.name!r} not found; pass an importable module name (on PYTHONPATH "
                 "or installed) or a path to a .py file"
             ) from None
+        record_plugins([module])
 
 
 def list_backbones() -> list[str]:

@@ -284,9 +284,6 @@ def _run(args: argparse.Namespace, dataset: str) -> int:
     from ..backbones import import_plugins
 
     import_plugins(getattr(args, "imports", []))  # `degmix-tuning train` imports them in cli.main
-    from ..runtime import record_plugins
-
-    record_plugins(getattr(args, "imports", []))
     cfg = config_from_args(args, dataset)
     require_data(cfg, dataset)
     if getattr(args, "print_config", False):
