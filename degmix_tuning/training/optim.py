@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 
+
 def effective_lr(tc: TrainConfig, value: float | None = None) -> float:
     """The lr the optimizer uses: `value` (default train.lr) times batch x accumulation / lr_scale_batch if set."""
     value = tc.lr if value is None else value
