@@ -2,12 +2,15 @@
 
 `ConfigBase` gives every config `to_dict`/`from_dict`/`save`/`load` and dotted overrides
 (`cfg.override(["train.lr=1e-3", "model.tasks=semseg,depth"])`), coerced to each field's declared type.
+Coercion refuses what would silently mean something else: a boolean for an int/float field (`true` is not a batch
+size of 1) and a NaN/inf float (no float field of these configs has a use for one).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,8 +18,9 @@ from typing import Any, TypeVar
 C = TypeVar("C", bound="ConfigBase")
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Convert a JSON/CLI value to the type declared by a dataclass field."""
+def _coerce(value: Any, hint: Any, where: str, path: str | None = None) -> Any:
+    """Convert a JSON/CLI value to the type declared by a dataclass field; `path` ("train") names a nested config
+    section's fields as the user writes them ("train.lr")."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if hint is Any:
@@ -27,19 +31,22 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("none", "null") and type(None) in args:
             return None
         last_err = None
-        for a in args:
-            if a is type(None):
-                continue
+        candidates = [a for a in args if a is not type(None)]
+        for a in candidates:
             try:
-                return _coerce(value, a, where)
+                return _coerce(value, a, where, path)
             except (TypeError, ValueError) as exc:
                 last_err = exc
+        if len(candidates) == 1 and last_err is not None:  # `X | None`: X's own reason says more
+            raise ValueError(f"{last_err}{' (or null)' if type(None) in args else ''}") from last_err
         raise ValueError(f"{where}: cannot convert {value!r} to {hint}") from last_err
     if dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, dict):
             raise TypeError(f"{where}: expected a mapping for {hint.__name__}, got {value!r}")
+        if hasattr(hint, "_from_dict"):
+            return hint._from_dict(value, f"{path}." if path else "")
         return hint.from_dict(value) if hasattr(hint, "from_dict") else hint(**value)
     if origin in (tuple, list):
         if isinstance(value, str):
@@ -70,12 +77,18 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return bool(value)
         raise ValueError(f"{where}: expected true/false, got {value!r}")
     if hint in (int, float, str):
+        if hint is not str and isinstance(value, bool):  # int(True) == 1: a typo'd flag must not become a number
+            raise ValueError(f"{where}: expected {'an integer' if hint is int else 'a number'}, got the boolean "
+                             f"{str(value).lower()}")
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{where}: expected an integer, got {value!r}")
         try:
-            return hint(value)
-        except (TypeError, ValueError) as exc:
+            converted = hint(value)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}") from exc
+        if hint is float and not math.isfinite(converted):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return converted
     return value
 
 
@@ -109,12 +122,18 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        return cls._from_dict(data, "")
+
+    @classmethod
+    def _from_dict(cls: type[C], data: dict[str, Any], path: str) -> C:
+        """`from_dict`, naming nested fields by their dotted path ("train.lr") in errors."""
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}; known fields: {sorted(names)}")
-        kwargs = {k: _coerce(v, hints[k], f"{cls.__name__}.{k}") for k, v in data.items()}
+        kwargs = {k: _coerce(v, hints[k], f"{path}{k}" if path else f"{cls.__name__}.{k}", f"{path}{k}")
+                  for k, v in data.items()}
         return cls(**kwargs)
 
     @classmethod

@@ -8,6 +8,8 @@ weights (torchvision's CPU deform_conv2d crashes the process on NaN offsets).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -65,6 +67,29 @@ class LossWatch:
             raise NonFiniteLossError(self.tasks[i], _KINDS[code % 4 - 1], code // 4)
 
 
+def check_loss_weights(weights: dict) -> dict[str, float]:
+    """{task: weight} as floats, or one line naming the task whose weight is unusable.
+
+    A weight is a finite number >= 0. Negative would train the task to get worse, NaN/inf would make every step's
+    loss non-finite; `true` is refused rather than read as 1. Zero is allowed: the task is still predicted and
+    evaluated but gets no gradient from its loss (an ablation switch; its head still feels weight decay). All zero
+    is refused: the total loss would be 0 and nothing would learn.
+    """
+    out = {}
+    for task, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"loss weight of task {task!r} must be a number, got {value!r} "
+                             f"(set train.loss_weights={{\"{task}\": 1.0}})")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"loss weight of task {task!r} must be a finite number >= 0, got {value!r} "
+                             f"(0 switches the task's loss off)")
+        out[task] = float(value)
+    if out and not any(out.values()):
+        raise ValueError(f"every loss weight is 0 ({', '.join(out)}): nothing would be trained; give at least one "
+                         "task a positive weight")
+    return out
+
+
 class MultiTaskLoss(nn.Module):
     """total = sum_t w_t * L_t, with the official weights (semseg 1, parts 2, sal 5, normals 10, depth 1, edge 50).
 
@@ -77,7 +102,7 @@ class MultiTaskLoss(nn.Module):
     Args:
         tasks: task names in output order.
         dataset_info: supplies dataset-specific loss settings (edge positive weight 0.8 NYUD / 0.95 PASCAL).
-        weights: optional {task: weight} overriding the defaults.
+        weights: optional {task: weight} overriding the defaults (`check_loss_weights`: finite, >= 0, not all 0).
         per_image: per-image normalisation (above) instead of pooling over the batch.
     """
 
@@ -90,7 +115,7 @@ class MultiTaskLoss(nn.Module):
         unknown = set(weights or {}) - set(self.tasks)
         if unknown:
             raise KeyError(f"loss weights given for tasks that are not trained: {sorted(unknown)}")
-        self.weights = {t: float((weights or {}).get(t, self.specs[t].loss_weight)) for t in self.tasks}
+        self.weights = check_loss_weights({t: (weights or {}).get(t, self.specs[t].loss_weight) for t in self.tasks})
         self.overrides = {t: (dataset_info.loss_overrides(t) if dataset_info else {}) for t in self.tasks}
         self.watch = LossWatch(self.tasks)  # the training loop's deferred check (forward with check_finite=False)
 

@@ -240,7 +240,7 @@ def test_normals_meter_equals_reference_with_edge_cases():
     assert math.isnan(meter.compute()["mean_angle"])  # the NaN prediction propagates exactly as before
     empty = NormalsMeter()
     empty.update(pred, torch.full_like(label, IGNORE))
-    assert empty.compute()["num_pixels"] == 0 and math.isnan(empty.compute()["median_angle"])
+    assert empty.compute()["num_pixels"] == 0 and empty.compute()["median_angle"] is None  # missing, not NaN
 
 
 # -------------------------------------------------------------------------------------------------- depth

@@ -1,4 +1,9 @@
-"""`degmix-tuning data`: validate a dataset root, write a synthetic dataset, convert a root to Arrow."""
+"""`degmix-tuning data`: validate a dataset root, write a synthetic dataset, convert a root to Arrow.
+
+`data validate` exit codes: 0 = no problem (warnings, e.g. a split with no valid pixel for a task, are printed but
+do not fail: the files are readable, the data is only unusual); 1 = at least one problem (a file that cannot be
+read or does not match its image, a missing folder or split list, train and val sharing ids).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _validate(args: argparse.Namespace) -> int:
     if report.problems:
         print(f"{len(report.problems)} problem(s) found")
         return 1
-    print("OK: no problems found")
+    print("OK: no problems found" + (f" ({len(report.warnings)} warning(s) above)" if report.warnings else ""))
     return 0
 
 
@@ -78,7 +83,8 @@ def register(sub) -> None:
     p = sub.add_parser("data", help="validate a dataset root, make a synthetic dataset, convert to Arrow")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    v = dsub.add_parser("validate", help="check every file of a root and list all problems (exit 1 if any)")
+    v = dsub.add_parser("validate", help="check every file of a root and list all problems (exit 1 if any; "
+                        "warnings, e.g. a split without a valid pixel for a task, alone exit 0)")
     v.add_argument("--dataset", required=True, choices=DATASETS)
     v.add_argument("--root", required=True, help="dataset root folder")
     v.add_argument("--split", action="append", help="split to check (repeatable; default train and val)")

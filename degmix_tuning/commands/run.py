@@ -1,4 +1,8 @@
-"""`degmix-tuning evaluate` and `degmix-tuning predict`: metrics and saved predictions from an adapter file or checkpoint."""
+"""`degmix-tuning evaluate` and `degmix-tuning predict`: metrics and saved predictions from an adapter file or checkpoint.
+
+A metric that cannot be computed on the split (e.g. no valid depth pixel) is shown as "missing" with the reason and
+written to --out as null plus the task's "missing" reason; the command still exits 0 (the other metrics are valid).
+"""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     from ..data.info import get_dataset_info
-    from ..metrics import MultiTaskEvaluator
+    from ..metrics import MISSING_KEY, MultiTaskEvaluator
     from ..training.engine import evaluate
 
     model, cfg = _load(args)
@@ -59,11 +63,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     table.add_column("task")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    missing = {}
     for task, values in metrics.items():
         for k, v in values.items():
             if isinstance(v, float):
                 table.add_row(task, k, f"{v:.4f}")
+            elif v is None:  # could not be computed (e.g. no valid pixel): never shown as a number
+                table.add_row(task, k, "missing")
+                missing[task] = values.get(MISSING_KEY, "not computed")
     Console().print(table)
+    for task, reason in missing.items():
+        print(f"{task}: missing metrics: {reason}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"split": args.split, "metrics": metrics}, indent=2, default=float) + "\n")

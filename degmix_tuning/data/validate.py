@@ -2,6 +2,12 @@
 
 Uses the same decoders as training, so a root that validates cleanly is one the readers accept. Problems make
 `degmix-tuning data validate` exit 1; warnings (legal but unusual data, e.g. non-binary edge maps) do not.
+
+A split in which a task has no pixel its metric can score (no valid depth, no valid normal, every semseg/parts
+label 255, no salient or boundary pixel) is a warning naming the split and the task: every file is readable, but
+evaluating on that split reports the task's metrics as missing (and training on it teaches the task nothing, or,
+for edges, only "no boundary"). Labels derived from another file (PASCAL-Context's edges, from the LabelMap) are
+not counted.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..tasks import IGNORE_INDEX
 from .formats import read_split_ids
 from .info import get_dataset_info
 from .readers import reader_class
@@ -28,6 +35,7 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)  # split -> number of ids checked
     max_image_size: tuple[int, int] | None = None  # largest (H, W) over readable images; eval pads to crop_size
+    scored_pixels: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> task -> pixels a metric scores
 
     @property
     def ok(self) -> bool:
@@ -71,11 +79,17 @@ def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("trai
         reader = reader_cls.for_validation(root, split, present, flavour=report.flavour,
                                            normals_context_ids=normals_context_ids)
         n = len(ids) if limit is None else min(limit, len(ids))
+        report.scored_pixels[split] = {}
         for k, sample_id in enumerate(ids[:n]):
             _check_sample(reader, split, sample_id, present, report)
             if progress and (k + 1) % 200 == 0:
                 progress(f"{split}: checked {k + 1}/{n}")
         report.checked[split] = n
+        for task, count in report.scored_pixels[split].items():
+            if count == 0:
+                report.warnings.append(
+                    f"[{split}] {task}: no {SCORED_PIXELS[task][1]} pixel in the {n} checked ids; evaluated on "
+                    f"{split}, the {task} metrics would be reported as missing")
     crop = get_dataset_info(dataset).crop_size
     too_big = report.max_image_size and (report.max_image_size[0] > crop[0] or report.max_image_size[1] > crop[1])
     # a reader that reads every sample at data.crop_size (Cityscapes) never exceeds the pad size
@@ -85,6 +99,17 @@ def validate_root(dataset: str, root: str | Path, splits: Sequence[str] = ("trai
                                f"{crop[0]}x{crop[1]}; evaluation never resizes, so set data.crop_size={h},{w} "
                                f"(or larger)")
     return report
+
+
+# task -> (pixels its metric scores, in a decoded label of the tasks.py conventions; what they are)
+SCORED_PIXELS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "semseg": (lambda label: label != IGNORE_INDEX, "labelled (non-255)"),
+    "human_parts": (lambda label: label != IGNORE_INDEX, "labelled (non-255)"),
+    "depth": (lambda label: (label != IGNORE_INDEX) & (label > 0), "valid (non-0, non-255) depth"),
+    "normals": (lambda label: (label != IGNORE_INDEX).all(axis=-1), "valid (non-255) normal"),
+    "sal": (lambda label: label == 1, "salient (label 1)"),  # maxF has no recall without one
+    "edge": (lambda label: label == 1, "boundary (label 1)"),  # nor has odsF
+}
 
 
 def _present_tasks(reader_cls, root: Path, tasks: Sequence[str], report: ValidationReport) -> list[str]:
@@ -156,6 +181,9 @@ def _check_sample(reader, split: str, sample_id: str, tasks: Sequence[str], repo
         if shape is not None and tuple(label.shape[:2]) != tuple(shape):
             report.problems.append(f"{where} {path}: {task} label is {label.shape[0]}x{label.shape[1]} (HxW) but "
                                    f"the image is {shape[0]}x{shape[1]}")
+        if task in SCORED_PIXELS:
+            counts = report.scored_pixels.setdefault(split, {})
+            counts[task] = counts.get(task, 0) + int(np.count_nonzero(SCORED_PIXELS[task][0](label)))
         if task == "edge" and not np.isin(label, (0.0, 1.0)).all():
             report.warnings.append(f"{where} {path}: edge map is not binary (values strictly between 0 and 1); "
                                    f"the loss will treat them as soft targets")

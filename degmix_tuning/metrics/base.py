@@ -4,11 +4,16 @@ A meter holds only tensors that add up across batches and processes (sums, count
 one batch, `compute()` turns the pooled state into numbers, and `state()` / `load_state()` / `reduce_()` /
 `merge_()` expose the raw state so that e.g. `meter.reduce_(lambda t: accelerator.reduce(t, "sum"))` syncs
 all processes before `compute()`. State lives on the device of the first batch seen (CPU until then).
+
+A metric that cannot be computed (no valid pixel for it, e.g. a val split without valid depth) is MISSING, never
+NaN or a made-up 0: `compute()` gives None for it and the task's results carry the reason under `MISSING_KEY`
+(`missing_result`), so printed lines, metrics.jsonl and summary.json say why (and stay valid JSON).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -115,4 +120,35 @@ def check_batch_shapes(name: str, pred: Tensor, label: Tensor, pred_channels: in
     return pred, label.to(pred.device)
 
 
-__all__ = ["IGNORE_INDEX", "Meter", "check_batch_shapes"]
+MISSING_KEY = "missing"  # a task's results: why its None-valued metrics could not be computed
+
+
+def missing_result(keys: Iterable[str], reason: str, **known) -> dict:
+    """Results in which every metric of `keys` is missing (None) for `reason`; `known` adds what is still known
+    (e.g. num_pixels=0)."""
+    return {**{k: None for k in keys}, **known, MISSING_KEY: reason}
+
+
+def missing_reason(results: Mapping, key: str) -> str | None:
+    """Why `results[key]` is missing (None if it is a number): the recorded reason, or a generic one for a None,
+    NaN or absent value written by something else."""
+    value = results.get(key) if isinstance(results, Mapping) else None
+    try:
+        if value is not None and not isinstance(value, (bool, str)) and math.isfinite(float(value)):
+            return None
+    except (TypeError, ValueError):
+        pass
+    reason = results.get(MISSING_KEY) if isinstance(results, Mapping) else None
+    if reason:
+        return str(reason)
+    return "not computed" if value is None else f"not a finite number ({value!r})"
+
+
+def format_metric(results: Mapping, key: str, fmt: str = ".4f") -> str:
+    """`results[key]` formatted with `fmt`, or "missing (reason)"."""
+    reason = missing_reason(results, key)
+    return f"missing ({reason})" if reason else format(results[key], fmt)
+
+
+__all__ = ["IGNORE_INDEX", "MISSING_KEY", "Meter", "check_batch_shapes", "format_metric", "missing_reason",
+           "missing_result"]

@@ -27,6 +27,9 @@ prediction to an 8-bit PNG, a deterministic matcher (correspondPixels is randomi
 <= radius count as matched, and the diagonal is that of the bounding box of non-ignored pixels (equal to the image
 diagonal unless the label carries 255 padding, in which case it is the unpadded image's diagonal). Label the
 number "odsF (SEISM-style approx.)" when comparing with published tables.
+
+A set without a single ground-truth boundary pixel has no recall, so every F is undefined: the metrics are then
+missing (None, with the reason; the BSDS convention would print 0).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .base import IGNORE_INDEX, Meter, check_batch_shapes, missing_result
 from .matching import DynamicMatching
 from .thinning import PackedLayers, thin, thin_layers
 
@@ -355,6 +358,10 @@ class BoundaryMeter(Meter):
     def compute(self) -> dict:
         self.close()
         counts = self._state["counts"].cpu().numpy()
+        if not counts[:, 1].any():  # sumR = 0 at every threshold: recall, hence every F, is undefined
+            return missing_result(("odsf", "odsf_threshold", "ods_precision", "ods_recall", "oisf"),
+                                  f"no ground-truth {self.name} (boundary) pixel",
+                                  num_images=int(self._state["num_images"]))
         precision, recall, f = f_measure(*counts.T)
         best = int(np.argmax(f))
         _, _, ois_f = f_measure(*self._state["ois_counts"].cpu().numpy())

@@ -2,7 +2,7 @@
 
 valid = gt != 255 and gt > 0 (both encode "no depth" in the label convention); predictions are clamped >= 0
 as in ATRC/DeGMix. For log_rmse the clamped prediction is further floored at 1e-9 (as MTI-Net/InvPT do) so that
-log(0) cannot appear.
+log(0) cannot appear. With no valid pixel at all the metrics are missing (None, with the reason), not NaN.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .base import IGNORE_INDEX, Meter, check_batch_shapes, missing_result
 
 LOG_FLOOR = 1e-9
 _NUMPY_FLOATS = (torch.float32, torch.float64)
@@ -56,7 +56,7 @@ class DepthMeter(Meter):
     def compute(self) -> dict:
         n = float(self._state["count"])
         if n == 0:
-            return {"rmse": float("nan"), "log_rmse": float("nan"), "abs_rel": float("nan"), "num_pixels": 0}
+            return missing_result(("rmse", "log_rmse", "abs_rel"), f"no valid {self.name} pixel", num_pixels=0)
         return {
             "rmse": float(torch.sqrt(self._state["sq_err"] / n)),
             "log_rmse": float(torch.sqrt(self._state["log_sq_err"] / n)),

@@ -2,19 +2,25 @@
 
 `METERS` maps a task name to a factory `(task, dataset_info, **kwargs) -> Meter`, so supporting a new task is one
 `METERS.register("name", factory)` call. Labels are read from `batch[task]` (the tasks.py convention).
+
+`compute()` never returns NaN: a metric a meter cannot compute (no valid pixel for it) is None and the task's
+results say why under "missing", with the number of evaluated images ("no valid depth pixel in 12 evaluated
+images"); a non-finite value (NaN predictions) becomes None the same way. `summary_line` prints them.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Callable, Iterable, Mapping
 
+import torch
 from torch import Tensor
 
 from ..data.info import DatasetInfo
 from ..registry import Registry
 from ..tasks import get_task
-from .base import Meter
+from .base import MISSING_KEY, Meter, format_metric, missing_reason
 from .boundary import BoundaryMeter
 from .depth import DepthMeter
 from .normals import NormalsMeter
@@ -79,6 +85,7 @@ class MultiTaskEvaluator:
             if "workers" in inspect.signature(METERS.get(task)).parameters:
                 kwargs.setdefault("workers", workers)
             self.meters[task] = build_meter(task, dataset_info, **kwargs)
+        self.images = 0  # images seen (summed over processes by `reduce_`), for the reason of a missing metric
 
     def update(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Tensor]) -> None:
         """outputs: {task: [B, C, H, W] raw model outputs}; batch: {task: label, ...} at the same resolution."""
@@ -88,9 +95,22 @@ class MultiTaskEvaluator:
             if task not in batch:
                 raise KeyError(f"evaluator: batch has no label {task!r} (batch keys: {sorted(batch)})")
             meter.update(outputs[task], batch[task])
+        self.images += int(outputs[self.tasks[0]].shape[0])
 
     def compute(self) -> dict[str, dict]:
-        return {task: meter.compute() for task, meter in self.meters.items()}
+        """{task: results}; missing metrics are None with the reason (module docstring), never NaN."""
+        return {task: self._finish(task, meter.compute()) for task, meter in self.meters.items()}
+
+    def _finish(self, task: str, results: dict) -> dict:
+        reasons = [f"{results[MISSING_KEY]} in {self.images} evaluated image{'s' if self.images != 1 else ''}"] \
+            if results.get(MISSING_KEY) else []
+        for key, value in results.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                results[key] = None
+                reasons.append(f"{key} is {value}: the {task} predictions are not finite")
+        if reasons:
+            results[MISSING_KEY] = "; ".join(reasons)
+        return results
 
     def close(self) -> None:
         """Shut down worker processes of meters that have them (pending work is added to the state first)."""
@@ -99,24 +119,35 @@ class MultiTaskEvaluator:
             if callable(close):
                 close()
 
-    def main_metrics(self, results: Mapping[str, Mapping] | None = None) -> dict[str, float]:
-        """{task: value of TaskSpec.main_metric} from `results` (computed now if not given)."""
+    def main_metrics(self, results: Mapping[str, Mapping] | None = None) -> dict[str, float | None]:
+        """{task: value of TaskSpec.main_metric} from `results` (computed now if not given); None when missing."""
         results = self.compute() if results is None else results
-        return {task: float(results[task][get_task(task).main_metric]) for task in self.tasks}
+        out = {}
+        for task in self.tasks:
+            key = get_task(task).main_metric
+            out[task] = None if missing_reason(results[task], key) else float(results[task][key])
+        return out
 
     def reset(self) -> None:
         for meter in self.meters.values():
             meter.reset()
+        self.images = 0
 
     def state(self) -> dict[str, Tensor]:
-        """Flat {"task.name": tensor} view of every meter's additive state."""
-        return {f"{task}.{key}": value for task, meter in self.meters.items() for key, value in meter.state().items()}
+        """Flat {"task.name": tensor} view of every meter's additive state, then the image count ("images"), in the
+        order `reduce_` visits them."""
+        state = {f"{task}.{key}": value for task, meter in self.meters.items()
+                 for key, value in meter.state().items()}
+        state["images"] = torch.tensor(self.images, dtype=torch.int64)
+        return state
 
     def load_state(self, state: Mapping[str, Tensor]) -> None:
         for task, meter in self.meters.items():
             prefix = f"{task}."
             meter.load_state({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-        extra = [k for k in state if k.split(".", 1)[0] not in self.meters]
+        if "images" in state:
+            self.images = int(state["images"])
+        extra = [k for k in state if k != "images" and k.split(".", 1)[0] not in self.meters]
         if extra:
             raise KeyError(f"evaluator.load_state: keys for tasks that are not evaluated: {extra}")
 
@@ -127,9 +158,27 @@ class MultiTaskEvaluator:
         return self
 
     def reduce_(self, fn: Callable[[Tensor], Tensor]) -> None:
-        """Apply `fn` (e.g. a cross-process sum) to every state tensor of every meter."""
+        """Apply `fn` (e.g. a cross-process sum) to every state tensor of every meter, then to the image count."""
         for meter in self.meters.values():
             meter.reduce_(fn)
+        device = next(iter(self.meters.values()))._device
+        self.images = int(fn(torch.tensor(self.images, dtype=torch.int64, device=device)))
 
 
-__all__ = ["METERS", "MultiTaskEvaluator", "build_meter"]
+MAIN_KEYS = ("miou", "rmse", "mean_angle", "maxf", "odsf")  # what a training run prints after each evaluation
+
+
+def summary_line(metrics: Mapping[str, Mapping], keys: Iterable[str] = MAIN_KEYS) -> str:
+    """"semseg miou=0.4123, depth rmse: missing (no valid depth pixel in 12 evaluated images)": each task's `keys`
+    that it reports, numbers to 4 decimals, missing ones with their reason."""
+    keys = tuple(keys)
+    parts = []
+    for task, values in metrics.items():
+        for key in values:
+            if key in keys:
+                shown = format_metric(values, key)
+                parts.append(f"{task} {key}: {shown}" if shown.startswith("missing") else f"{task} {key}={shown}")
+    return ", ".join(parts)
+
+
+__all__ = ["MAIN_KEYS", "METERS", "MultiTaskEvaluator", "build_meter", "summary_line"]

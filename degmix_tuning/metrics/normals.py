@@ -7,7 +7,8 @@ the fractions (in [0, 1]) of angles strictly below 11.25, 22.5 and 30 degrees.
 
 The median is an APPROXIMATION read from an additive histogram (default 0.01-degree bins over 0..180): the
 returned value is the centre of the bin holding the middle angle (mean of the two middle bins for an even
-count), so its error is at most half a bin width (0.005 degrees). Everything else is exact.
+count), so its error is at most half a bin width (0.005 degrees). Everything else is exact. With no valid pixel
+at all the metrics are missing (None, with the reason), not NaN.
 
 Speed (CPU): `torch.norm(dim=1)` over 3 channels goes through torch's generic strided reduction (~40 ms for one
 425x560 image, 4 of them per update), so the CPU path computes every norm from the 3 channel slices instead:
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .base import IGNORE_INDEX, Meter, check_batch_shapes, missing_result
 
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
 NORMALIZE_EPS = 1e-12  # F.normalize's default
@@ -147,9 +148,8 @@ class NormalsMeter(Meter):
     def compute(self) -> dict:
         n = int(self._state["count"])
         if n == 0:
-            nan = float("nan")
-            return {"mean_angle": nan, "median_angle": nan, "rmse_angle": nan,
-                    "within_11_25": nan, "within_22_5": nan, "within_30": nan, "num_pixels": 0}
+            return missing_result(("mean_angle", "median_angle", "rmse_angle", "within_11_25", "within_22_5",
+                                   "within_30"), f"no valid {self.name} pixel", num_pixels=0)
         below = (self._state["below"].double() / n).tolist()
         return {
             "mean_angle": float(self._state["angle_sum"] / n),

@@ -16,6 +16,10 @@ Speed (CPU): boolean-mask indexing and `torch.bucketize` dominate a direct torch
 (resp. positive) probabilities, whose float32 values are the same softmax/sigmoid outputs as before. The counts are
 integers equal to the bucketize/bincount ones, so every metric is identical. Predictions with NaN probabilities
 take the generic path (where bucketize decides where NaN goes).
+
+Missing metrics (None, with the reason): maxF when the set has no salient (label 1) pixel, since recall is then
+undefined at every threshold (the reference's NaN -> 0 would print 0); per_image_miou when no image has a valid
+pixel.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .base import IGNORE_INDEX, MISSING_KEY, Meter, check_batch_shapes
 
 BETA_SQ = 0.3
 
@@ -166,12 +170,21 @@ class SaliencyMeter(Meter):
                    self.beta_sq)
         best = int(f.argmax())
         out = {"maxf": float(f[best]), "maxf_threshold": round(float(self.thresholds[best]), 4)}
+        reason = None
+        if int(self._state["actual_pos"]) == 0:
+            out["maxf"] = out["maxf_threshold"] = None
+            reason = f"no salient (label 1) {self.name} pixel"
         if self.with_per_image_miou:
             count = int(self._state["num_images"])
             miou = self._state["image_iou_sum"] / max(count, 1)
             best_iou = int(miou.argmax())
-            out["per_image_miou"] = float(miou[best_iou]) if count else float("nan")
+            out["per_image_miou"] = float(miou[best_iou])
             out["per_image_miou_threshold"] = round(float(self.miou_thresholds[best_iou]), 4)
+            if count == 0:  # (then there is no salient pixel either)
+                out["per_image_miou"] = out["per_image_miou_threshold"] = None
+                reason = f"no valid (non-255) {self.name} pixel"
+        if reason:
+            out[MISSING_KEY] = reason
         return out
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, Meter, check_batch_shapes
+from .base import IGNORE_INDEX, Meter, check_batch_shapes, missing_result
 
 
 def _argmax_channels_numpy(logits: np.ndarray) -> np.ndarray | None:
@@ -125,6 +125,8 @@ class SegmentationMeter(Meter):
 
     def compute(self) -> dict:
         conf = self._state["confusion"].double()
+        if not conf.sum() > 0:  # every label 255: the official formula would report mIoU 0, which nothing measured
+            return missing_result(("miou", "pixel_acc", "iou_per_class"), f"no labelled (non-255) {self.name} pixel")
         tp = conf.diag()
         fp = conf.sum(dim=0) - tp  # predicted c, gt not c
         fn = conf.sum(dim=1) - tp  # gt c, predicted not c
@@ -132,7 +134,7 @@ class SegmentationMeter(Meter):
         total = conf.sum()
         return {
             "miou": float(iou.mean()),
-            "pixel_acc": float(tp.sum() / total) if total > 0 else 0.0,
+            "pixel_acc": float(tp.sum() / total),
             "iou_per_class": [float(v) for v in iou],
         }
 

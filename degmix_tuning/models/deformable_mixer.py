@@ -9,6 +9,15 @@ or the same computation through `grid_sample` (models/deform_ops.py). The two gi
 Under autocast (bf16/fp16 mixed precision) the offsets and the sampling positions stay float32: they are built from
 absolute pixel coordinates (up to ~140 at 107x140 maps), which bf16 spaces 1 px apart there, so low-precision
 offsets moved the samples by up to ~1 px. Only the features being sampled and mixed are in low precision.
+
+Non-finite offsets (diverged weights, NaN features): torchvision's CPU kernel turns a NaN coordinate into a wild
+index and crashes the process (SIGSEGV). On the devices of `GUARDED_DEVICES` the torchvision path therefore
+replaces non-finite offsets by 0 before the call and sets the output pixels they belong to to NaN afterwards, which
+is what the grid_sample path gives for them; the NaN then reaches the loss, where the training loop's existing check
+names the step and task. The guard is elementwise on the device (masks, no value read on the host), so it adds no
+sync anywhere; it is left off CUDA, where it would cost extra passes over the offsets at every step and a GPU's
+float-to-int conversion of NaN is believed to give an in-bounds index (NaN samples, not a crash; no GPU here to
+test it): add "cuda" to the tuple if that ever proves wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from .deform_ops import deform_conv1x1_grid_sample
 
 DEFORM_IMPLS = ("auto", "grid_sample", "torchvision")
 GRID_SAMPLE_DEVICES = ("cpu",)  # where "auto" picks grid_sample: tested equivalent and faster (test_deform_ops.py)
+GUARDED_DEVICES = ("cpu",)  # where torchvision's op never sees a non-finite offset (module docstring)
 
 
 def resolve_deform_impl(impl: str, device: torch.device) -> str:
@@ -32,6 +42,14 @@ def resolve_deform_impl(impl: str, device: torch.device) -> str:
     if impl == "auto":
         return "grid_sample" if device.type in GRID_SAMPLE_DEVICES else "torchvision"
     return impl
+
+
+def guarded_deform_conv2d(x: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`deform_conv2d` that never hands torchvision a NaN/inf offset: those become 0 for the call, and the output
+    pixels whose offsets (any channel) were not finite become NaN. No host sync: masks only."""
+    bad = ~torch.isfinite(offset)
+    out = deform_conv2d(x, offset.masked_fill(bad, 0.0), weight, bias)
+    return out.masked_fill(bad.any(dim=1, keepdim=True), float("nan"))
 
 
 class OffsetGenerator(nn.Module):
@@ -93,7 +111,10 @@ class ChannelDeformableConv(nn.Module):
         # deform_conv2d has no bf16/fp16 CPU kernel; run it in the input's float32 upcast when autocast is on
         # (the grid_sample path does the same, so both paths compute the same thing)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        op = deform_conv1x1_grid_sample if resolve_deform_impl(self.impl, x.device) == "grid_sample" else deform_conv2d
+        if resolve_deform_impl(self.impl, x.device) == "grid_sample":
+            op = deform_conv1x1_grid_sample
+        else:
+            op = guarded_deform_conv2d if x.device.type in GUARDED_DEVICES else deform_conv2d
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = op(x.to(dtype), offset.to(dtype), self.weight.to(dtype), self.bias.to(dtype))
         return out.to(x.dtype)

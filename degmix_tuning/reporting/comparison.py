@@ -14,6 +14,10 @@ Per run folder (`<comparison>/<method>/`, and `<comparison>/single_task/<task>/`
                     depth rmse, normals mean_angle, sal maxf, edge odsf), as fractions / metres / degrees
   Δm                reporting.published.delta_m of those metrics against the reference: the `full` run by default
                     (its row is 0), or the single-task runs (one `full` run per task, the papers' convention)
+
+A metric a run could not compute (null with a reason in metrics.jsonl, e.g. no valid depth pixel in the val split)
+shows as "missing"; the Δm of a row that misses one (every row, when the reference misses one) is left empty and
+`delta_m_note` gives the reason, never a NaN.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..metrics.base import missing_reason
 from ..tasks import get_task
 from .published import PUBLISHED, delta_m
 from .runs import load_run
@@ -47,9 +52,10 @@ class RunRow:
     step_time_s: float | None
     step_memory_mb: float | None
     step_memory_kind: str | None
-    metrics: dict[str, float]  # {task: main metric of the last evaluation}
+    metrics: dict[str, float | None]  # {task: main metric of the last evaluation}, None when missing
     paper_metrics: dict[str, float]  # {task: the PEFT papers' metric, in their units} (for the figure)
     delta_m: float | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # {task: why its metric is missing}
 
     @property
     def adapter_mb(self) -> float:
@@ -61,7 +67,7 @@ class RunRow:
                 "trainable_ditask_rule": self.trainable_ab, "adapter_mb": self.adapter_mb,
                 "adapter_bytes": self.adapter_bytes, "step_time_median_s": self.step_time_s,
                 "step_memory_mb": self.step_memory_mb, "step_memory_kind": self.step_memory_kind,
-                "metrics": dict(self.metrics), "delta_m": self.delta_m}
+                "metrics": dict(self.metrics), "delta_m": self.delta_m, "missing": dict(self.missing)}
 
 
 def main_metric(task: str, protocol: str = "degmix") -> str:
@@ -102,18 +108,21 @@ def read_run_row(run_dir: str | Path, label: str | None = None) -> RunRow:
     selected = summary.get("selected") or {"rule": "last"}
     reported = selected.get("metrics") if selected["rule"] != "last" else record.metrics  # train.select=best
     which = "the last evaluation" if selected["rule"] == "last" else f"the selected evaluation ({selected['rule']})"
-    metrics = {}
+    metrics, missing = {}, {}
     for task in record.tasks:
         key = main_metric(task, protocol)
         if key not in (reported or {}).get(task, {}):
             raise ValueError(f"run {str(run_dir)!r}: {which} has no {task} {key}")
-        metrics[task] = float(reported[task][key])
+        reason = missing_reason(reported[task], key)
+        metrics[task] = None if reason else float(reported[task][key])
+        if reason:
+            missing[task] = f"{label or run_dir.name}: {task} {key} is missing ({reason})"
     return RunRow(
         label=label or run_dir.name, method=record.method, run_dir=run_dir, step=record.step, tasks=record.tasks,
         trainable=int(summary["params"]["trainable"]), trainable_ab=ab, adapter_bytes=int(summary["adapter_bytes"]),
         step_time_s=summary.get("step_time_median_s"), step_memory_mb=summary.get("step_memory_mb"),
         step_memory_kind=summary.get("step_memory_kind"), metrics=metrics,
-        paper_metrics=record.paper_metrics(),
+        paper_metrics=record.paper_metrics(), missing=missing,
     )
 
 
@@ -128,6 +137,7 @@ class Comparison:
     single_task: list[RunRow] = field(default_factory=list)  # with reference single-task: one per task
     command: str = ""
     delta_m_note: str = ""  # why Δm is missing, when it is
+    delta_m_undefined: bool = False  # no row has a Δm: the reference misses a metric or has a 0
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -155,7 +165,7 @@ class Comparison:
         return RunRow(f"single-task total ({len(st)} models)", "full", self.out_dir / SINGLE_TASK_DIR, st[0].step,
                       tuple(metrics), sum(r.trainable for r in st), sum(r.trainable_ab for r in st),
                       sum(r.adapter_bytes for r in st), None, None, None, metrics, paper,
-                      None if self.delta_m_note else 0.0)
+                      None if self.delta_m_undefined else 0.0, {t: m for r in st for t, m in r.missing.items()})
 
     def all_rows(self) -> list[RunRow]:
         total = self.single_task_total
@@ -176,7 +186,8 @@ class Comparison:
 
         return ([r.label, f"{r.trainable:,}", f"{r.trainable_ab:,}", f"{r.adapter_mb:.2f}", num(r.step_time_s, ".3f"),
                  num(r.step_memory_mb, ".1f")]
-                + [num(r.metrics.get(t), ".4f") for t in self.tasks] + [num(r.delta_m, "+.2f")])
+                + ["missing" if t in r.missing else num(r.metrics.get(t), ".4f") for t in self.tasks]
+                + [num(r.delta_m, "+.2f")])
 
     def table_rows(self) -> list[list[str]]:
         return [self._cells(r) for r in self.all_rows()]
@@ -282,11 +293,23 @@ def build_comparison(out_dir: str | Path, methods: list[str], reference: str, se
         raise ValueError(f"the Δm reference {reference!r} is not among the compared methods {methods}")
     comparison = Comparison(out_dir, setup, reference, rows, single, command)
     ref = comparison.reference_metrics
+    ref_rows = single if reference == SINGLE_TASK else [r for r in rows if r.label == reference]
+    ref_missing = [why for r in ref_rows for why in r.missing.values()]
     zero = [f"{t} {main_metric(t, comparison.protocol)}" for t, v in ref.items() if v == 0]
-    if zero:  # a relative change from 0 is undefined: say so instead of dividing
+    comparison.delta_m_undefined = bool(ref_missing or zero)
+    if ref_missing:  # no relative change from a value that was never measured
+        comparison.delta_m_note = f"Δm undefined: the reference misses a metric ({'; '.join(ref_missing)})"
+    elif zero:  # a relative change from 0 is undefined: say so instead of dividing
         comparison.delta_m_note = f"Δm undefined: the reference's {', '.join(zero)} is 0"
+    skipped = []
     for r in rows:
-        r.delta_m = None if zero else delta_m(r.metrics, ref) + 0.0  # + 0.0: the reference shows 0.00, not -0.00
+        if zero or ref_missing or r.missing:
+            r.delta_m = None
+            skipped += [] if (zero or ref_missing) else list(r.missing.values())
+        else:
+            r.delta_m = delta_m(r.metrics, ref) + 0.0  # + 0.0: the reference shows 0.00, not -0.00
+    if skipped:
+        comparison.delta_m_note = f"Δm left out where a metric is missing: {'; '.join(skipped)}"
     return comparison
 
 

@@ -2,6 +2,8 @@
 
 Toolkit metrics are fractions; the papers print percentages. `PAPER_METRICS` maps each task to the toolkit metric
 that matches the papers' column (saliency: the MTLoRA "mIoU" = `per_image_miou`, not `maxf`) and its scale.
+A metric a run could not compute (null with a "missing" reason; NaN in runs written before that) is missing here
+too: left out of `paper_metrics`, with its reason in `missing_metrics`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import read_json
+from ..metrics.base import missing_reason
 
 PAPER_METRICS: dict[str, tuple[str, float]] = {
     "semseg": ("miou", 100.0),
@@ -39,8 +42,19 @@ class RunRecord:
         out = {}
         for task, values in self.metrics.items():
             key, scale = PAPER_METRICS.get(task, (None, 1.0))
-            if key is not None and isinstance(values, dict) and isinstance(values.get(key), (int, float)):
+            if key is not None and isinstance(values, dict) and key in values and not missing_reason(values, key):
                 out[task] = float(values[key]) * scale
+        return out
+
+    def missing_metrics(self) -> dict[str, str]:
+        """{task: why its paper metric is missing} for the tasks whose last evaluation could not compute it."""
+        out = {}
+        for task, values in self.metrics.items():
+            key = PAPER_METRICS.get(task, (None, 1.0))[0]
+            if key is not None and isinstance(values, dict) and key in values:
+                reason = missing_reason(values, key)
+                if reason:
+                    out[task] = f"{task} {key} is missing ({reason})"
         return out
 
 
