@@ -82,6 +82,9 @@ def load_strict(module: nn.Module, sd: Mapping[str, Tensor], source: str, hint: 
         if items:
             more = f" ... (+{len(items) - 5} more)" if len(items) > 5 else ""
             problems.append(f"{label}: {', '.join(items[:5])}{more}")
+    if problems and is_mmseg_vit(sd):  # never reached by the ViT slot, which converts the layout first
+        raise ValueError(f"{source!r} holds mmseg/official ViT weights, not {type(module).__name__}'s; pass it to a "
+                         "ViT backbone (vit_b, vit_l)")
     if problems:
         raise ValueError(
             f"weights in {source!r} do not fit {type(module).__name__}: {'; '.join(problems)}. "
@@ -122,7 +125,14 @@ _MMSEG_RENAMES = (
 
 def is_mmseg_swin(sd: Mapping[str, Tensor]) -> bool:
     """True for the layout of mmseg's Swin (what the official DeGMix code loads and saves)."""
+    if is_mmseg_vit(sd):
+        return False
     return any(k.startswith("stages.") and ".attn.w_msa." in k for k in sd) or "patch_embed.projection.weight" in sd
+
+
+def is_mmseg_vit(sd: Mapping[str, Tensor]) -> bool:
+    """True for the layout of mmseg's VisionTransformer (the official DeGMix ViT: `layers.N.attn.attn.in_proj_*`)."""
+    return any(re.match(r"layers\.\d+\.attn\.attn\.in_proj_weight$", k) for k in sd)
 
 
 def unfold_to_timm_order(t: Tensor, channels: int) -> Tensor:
@@ -191,6 +201,7 @@ def slot_to_mmseg_swin(slot_sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 __all__ = [
-    "describe_skipped", "is_mmseg_swin", "load_backbone_state", "load_strict", "mmseg_swin_to_timm", "read_weights_file",
+    "describe_skipped", "is_mmseg_swin", "is_mmseg_vit", "load_backbone_state", "load_strict", "mmseg_swin_to_timm",
+    "read_weights_file",
     "slot_to_mmseg_swin", "strip_wrappers", "unfold_to_timm_order",
 ]

@@ -6,21 +6,25 @@ import argparse
 
 DESCRIPTION = """\
 Convert a checkpoint released with the DeGMix paper (the .ckpt files linked from the official DeGMix README:
-DeGMix Swin-T/S/B/L on NYUD-v2 and PASCAL-Context, DeGMix-Tuning Swin-T/L) into a run folder that
-`degmix-tuning evaluate`, `degmix-tuning predict` and `degmix_tuning.load_tuned` read.
+DeGMix Swin-T/S/B/L on NYUD-v2 and PASCAL-Context, DeGMix-Tuning Swin-T/L; DeGMix ViT-B if it holds the official
+ViT head, DemtViTHead) into a run folder that `degmix-tuning evaluate`, `degmix-tuning predict` and
+`degmix_tuning.load_tuned` read.
 
 CHECKPOINT is the PyTorch-Lightning .ckpt as downloaded (pytorch_lightning is not needed; nothing in the file
-is executed). Only its state_dict is used: backbone.* (official mmseg Swin) and head.* (official DemtHead).
+is executed). Only its state_dict is used: backbone.* (official mmseg Swin or ViT) and head.* (official
+DemtHead or DemtViTHead; the ViT head's unused linear1 is dropped and recorded).
 The imported model runs the official computation (head.interaction=official, head.query_attention=pixel,
-official Swin padding). The run folder gets adapter.safetensors, config.json and imported_from.json (source
-file, sha256, Lightning version/epoch/step), plus backbone.safetensors for DeGMix-Tuning (frozen-backbone)
-presets.
+official Swin padding; for the ViT head query_attention=linear, its softmax-free queries, and the official ViT
+padding and position-embedding resize). The run folder gets adapter.safetensors, config.json and
+imported_from.json (source file, sha256, Lightning version/epoch/step), plus backbone.safetensors for
+DeGMix-Tuning (frozen-backbone) presets.
 """
 
 EXAMPLE = """\
 example:
   degmix-tuning import-official DeGMix_swin_t_nyud.ckpt --preset degmix_swin_t_nyud --out runs/official_swin_t_nyud
   degmix-tuning evaluate runs/official_swin_t_nyud --data-root /data/NYUDv2
+  degmix-tuning import-official DeGMix_vit_b_nyud.ckpt --preset degmix_vit_b_nyud --out runs/official_vit_b_nyud
 """
 
 
@@ -60,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"imported {src['file']}{f' ({run_facts})' if run_facts else ''}: backbone {result.backbone_params:,d} + head "
         f"{result.head_params:,d} parameters -> {result.run_dir} ({where}, tuning {result.tuning}); computation: "
-        f"official (interaction=official, query_attention=pixel, official Swin padding)"
+        f"{src['computation']}"
     )
     return 0
 

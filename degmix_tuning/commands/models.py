@@ -50,6 +50,9 @@ def _run(args: argparse.Namespace) -> int:
 
     needed = Measurement.get(console, console.options.update(width=10_000), table).maximum
     Console(width=max(console.width, needed)).print(table)
+    if any(get_preset(name).backbone == "vit_l" for name in names):
+        console.print("vit_l presets: ViT-L is INFERRED (24 layers, 1024 wide, layers 5,11,17,23 tapped); the "
+                      "official DeGMix vit_l() cannot run, so no official ViT-L exists to match.", soft_wrap=True)
     return 0
 
 
@@ -61,6 +64,7 @@ def _print_flops(console, names: list[str], args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from ..models import get_preset
     from ..reporting.flops import MATMUL_CONVENTION, PUBLISHED_CONVENTION, preset_flops_rows, published_cells
     from ..reporting.published import FLOPS_UNIT
 
@@ -83,6 +87,10 @@ def _print_flops(console, names: list[str], args: argparse.Namespace) -> None:
                soft_wrap=True)
     if not args.no_matmul:
         wide.print(f"all-matmul GMACs: {MATMUL_CONVENTION}.", soft_wrap=True)
+    if any(get_preset(r.preset).backbone in ("vit_b", "vit_l") for _, r in rows):
+        wide.print("ViT: no ViT FLOPs are published (the DeGMix README's ViT-B row repeats the Swin-L numbers, "
+                   "202.92 / 321.22G; reporting/published.py REPEATED_ROWS); ViT-L is our inference (no official "
+                   "ViT-L runs).", soft_wrap=True)
 
 
 def register(sub) -> None:

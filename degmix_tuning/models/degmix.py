@@ -4,7 +4,9 @@ backbone maps -> `MultiScaleFusion` (1/4, d channels) -> one `DeformableMixer` p
 over all task tokens -> `TaskQueryBlock` (per-task query attention + shared gated MLP) -> one `TaskHead` per task.
 
 This is the DeMTG head (linear projection at 1/4), the version that reproduces the published parameter counts;
-`DeGMixConfig` names every place where we deliberately differ from the official code (see README).
+`DeGMixConfig` names every place where we deliberately differ from the official code (see README). The official
+DeGMix ViT head (DemtViTHead) is the same head with two swaps, both config fields: `fusion="conv_pyramid"`
+(FeatConv instead of the linear projection) and `query_attention="linear"` (softmax-free AnyAttention queries).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigBase
 from .deformable_mixer import DEFORM_IMPLS, DeformableMixer
-from .fusion import MultiScaleFusion
+from .fusion import FUSIONS, build_fusion
 from .heads import TaskHead
 from .task_interaction import INTERACTION_MODES, TaskInteractionBlock
 from .task_query import QUERY_MODES, TaskQueryBlock
@@ -38,6 +40,12 @@ class DeGMixConfig(ConfigBase):
     # how the mixers' deformable conv runs (same outputs and gradients): "auto" (grid_sample on CPU, torchvision's
     # deform_conv2d elsewhere) | "grid_sample" | "torchvision"; see models/deform_ops.py
     deform_impl: str = "auto"
+    # "linear": per-pixel Linear + LayerNorm at 1/4 (DeMTG, Swin); "conv_pyramid": the ViT head's FeatConv
+    fusion: str = "linear"
+    fusion_channels: int | None = None  # conv_pyramid per-level width (None: dim // 2; official ViT: 128 at d=256)
+    # task-head bottleneck width; None: sum(backbone channels) // head_reduction. The official ViT head gets 180 from
+    # the Swin-T channel table that builder.py gives ViT-B (1440 // 8), not from the ViT's own 4 x 768
+    bottleneck_channels: int | None = None
 
     def __post_init__(self):
         if self.interaction not in INTERACTION_MODES:
@@ -46,6 +54,11 @@ class DeGMixConfig(ConfigBase):
             raise ValueError(f"DeGMixConfig.query_attention must be one of {QUERY_MODES}, got {self.query_attention!r}")
         if self.deform_impl not in DEFORM_IMPLS:
             raise ValueError(f"DeGMixConfig.deform_impl must be one of {DEFORM_IMPLS}, got {self.deform_impl!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"DeGMixConfig.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        for name in ("fusion_channels", "bottleneck_channels"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"DeGMixConfig.{name} must be positive or null, got {getattr(self, name)}")
         for name in ("dim", "mixer_depth", "num_heads", "gate_hidden", "head_reduction"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DeGMixConfig.{name} must be positive, got {getattr(self, name)}")
@@ -68,14 +81,14 @@ class DeGMixHead(nn.Module):
         if not self.tasks:
             raise ValueError("DeGMixHead needs at least one task")
         d = cfg.dim
-        self.fusion = MultiScaleFusion(in_channels, d)
+        self.fusion = build_fusion(cfg.fusion, in_channels, d, cfg.fusion_channels)
         self.mixers = nn.ModuleDict(
             {t: DeformableMixer(d, cfg.mixer_depth, cfg.offset_kernel, cfg.absolute_offset_coords, cfg.deform_impl)
              for t in self.tasks}
         )
         self.task_interaction = TaskInteractionBlock(d, cfg.num_heads, cfg.interaction)
         self.task_query = TaskQueryBlock(self.tasks, d, cfg.num_heads, cfg.query_attention, cfg.gate_hidden)
-        mid = self.fusion.fused_channels // cfg.head_reduction
+        mid = cfg.bottleneck_channels or self.fusion.fused_channels // cfg.head_reduction
         self.heads = nn.ModuleDict({t: TaskHead(d, mid, n) for t, n in task_channels.items()})
 
     def parameter_groups(self) -> dict[str, list[nn.Module]]:

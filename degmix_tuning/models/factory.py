@@ -14,14 +14,15 @@ from .multitask import MultiTaskModel
 
 @dataclass
 class ModelConfig(ConfigBase):
-    """What to build. `backbone` is a registered name (`swin_t`, `tiny_swin`, ...) or any timm model name."""
+    """What to build. `backbone` is a registered name (`swin_t`, `vit_b`, `tiny_swin`, ...) or any timm model name."""
 
     backbone: str = "swin_t"
     pretrained: bool = False  # timm/hub weights for `backbone` (needs the hub cache or network)
     checkpoint_path: str | None = None  # local .pth/.safetensors backbone weights
     img_size: tuple[int, int] | None = None  # size the backbone is built for (Swin/ViT); any size still runs
     backbone_kwargs: dict = field(default_factory=dict)
-    drop_path_rate: float | None = None  # stochastic depth of a backbone that trains (official Swin: 0.1)
+    # stochastic depth of a backbone that trains; None keeps the backbone's default (official: Swin 0.1, ViT 0.0)
+    drop_path_rate: float | None = None
     imports: tuple[str, ...] = ()  # `--import` plugin modules that register the backbone (imported before building)
     dataset: str = "nyud"  # decides class counts (semseg: 40 NYUD / 21 PASCAL)
     tasks: tuple[str, ...] = ("semseg", "depth")

@@ -7,6 +7,8 @@ Attention modes (`DeGMixConfig.query_attention`):
   what the code behind the published numbers (DeMTG under torch<=1.8) computed with one image per GPU. That is one
   attention sequence per pixel (B*h*w); `MultiHeadAttention` hands them to SDPA in chunks CUDA can launch.
 - ``"global"``: softmax cross-attention from the N task-t tokens to all T*N interacted tokens of the image.
+- ``"linear"``: the official DeGMix ViT head's softmax-free attention to all T*N tokens (`SoftmaxFreeAttention`,
+  models/linear_attention.py; its own parameters: LayerNorm-ed q/k/v, bias-free projections).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
 from .gating import GatedMlp
+from .linear_attention import SoftmaxFreeAttention
 
-QUERY_MODES = ("pixel", "global")
+QUERY_MODES = ("pixel", "global", "linear")
 
 
 class TaskQuery(nn.Module):
@@ -27,7 +30,7 @@ class TaskQuery(nn.Module):
         if mode not in QUERY_MODES:
             raise ValueError(f"unknown task query mode {mode!r}; choose one of {QUERY_MODES}")
         self.mode = mode
-        self.attn = MultiHeadAttention(dim, num_heads)
+        self.attn = SoftmaxFreeAttention(dim, num_heads) if mode == "linear" else MultiHeadAttention(dim, num_heads)
         self.proj = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 

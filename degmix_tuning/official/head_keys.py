@@ -64,10 +64,27 @@ HEAD_KEY_TABLE: tuple[tuple[str, str, str], ...] = (
     ("bottleneck.{t}.conv.weight", "heads.{t}.bottleneck.0.weight", SAME),
     ("bottleneck.{t}.bn.{p}", "heads.{t}.bottleneck.1.{p}", SAME),
     ("final_logits.{t}.{p}", "heads.{t}.logits.{p}", SAME),
+    # --- official DeGMix ViT head (DemtViTHead) only: FeatConv fusion and softmax-free AnyAttention queries ---
+    ("featconv.head2.{b}.{p}", "fusion.levels.0.{b}.{p}", SAME),
+    ("featconv.head3.{b}.{p}", "fusion.levels.1.{b}.{p}", SAME),
+    ("featconv.head4.{b}.{p}", "fusion.levels.2.{b}.{p}", SAME),
+    ("featconv.head5.{b}.{p}", "fusion.levels.3.{b}.{p}", SAME),
+    ("featconv.head6.{b}.{p}", "fusion.merge.{b}.{p}", SAME),
+    ("task_querys.{i}.norm_{qkv}.{p}", "task_query.queries.{t}.attn.norm_{qkv}.{p}", SAME),
+    ("task_querys.{i}.to_{qkv}.weight", "task_query.queries.{t}.attn.{qkv}_proj.weight", SAME),
+    ("task_querys.{i}.proj.{p}", "task_query.queries.{t}.attn.out_proj.{p}", SAME),
 )
 
 # Official entries with no counterpart: ChlSpl's fixed-shift buffer, built but never read in forward.
 UNUSED_OFFICIAL_KEYS: tuple[str, ...] = ("defor_mixers.{i}.blocks.{b}.3.fn.0.offset",)
+# ... and, in the ViT head only (FeatConv present), `linear1`: built (demt_vit_head.py l.42) but never called in
+# forward (l.51-77), so it never gets a gradient; our model omits it (it would also break DDP's unused-parameter check)
+UNUSED_VIT_HEAD_KEYS: tuple[str, ...] = ("linear1.{b}.{p}",)
+
+
+def is_vit_head(head_state) -> bool:
+    """The official DeGMix ViT head (DemtViTHead): it has the FeatConv fusion."""
+    return any(k.startswith("featconv.") for k in head_state)
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -90,6 +107,16 @@ class _Rule:
 
 RULES = tuple(_Rule(off, ours, how, _compile(off), _compile(ours)) for off, ours, how in HEAD_KEY_TABLE)
 _UNUSED_RE = tuple(_compile(p) for p in UNUSED_OFFICIAL_KEYS)
+_UNUSED_VIT_RE = tuple(_compile(p) for p in UNUSED_VIT_HEAD_KEYS)
+# reverse lookups for a ViT head try its own rows (AnyAttention queries) before the DeMTG ones that share our keys
+_VIT_FIRST = tuple(r for r in RULES if r.official.startswith(("featconv.", "task_querys.{i}.norm_",
+                                                                  "task_querys.{i}.to_", "task_querys.{i}.proj."))) + \
+    tuple(r for r in RULES if not r.official.startswith(("featconv.", "task_querys.{i}.norm_", "task_querys.{i}.to_",
+                                                         "task_querys.{i}.proj.")))
+
+
+def _unused_res(head_state) -> tuple[re.Pattern, ...]:
+    return _UNUSED_RE + (_UNUSED_VIT_RE if is_vit_head(head_state) else ())
 
 
 def official_tasks(head_state: dict[str, Tensor]) -> list[str]:
@@ -105,12 +132,13 @@ def official_tasks(head_state: dict[str, Tensor]) -> list[str]:
 
 def unused_official_keys(head_state: dict[str, Tensor]) -> list[str]:
     """Entries of the file that the official forward never reads (dropped on import)."""
-    return [k for k in head_state if any(r.fullmatch(k) for r in _UNUSED_RE)]
+    res = _unused_res(head_state)
+    return [k for k in head_state if any(r.fullmatch(k) for r in res)]
 
 
-def official_key_for(our_key: str, tasks: list[str]) -> str | None:
-    """The official key that provides `our_key` (None if no table row covers it)."""
-    for rule in RULES:
+def official_key_for(our_key: str, tasks: list[str], vit: bool = False) -> str | None:
+    """The official key that provides `our_key` (None if no table row covers it); `vit`: as the ViT head spells it."""
+    for rule in (_VIT_FIRST if vit else RULES):
         m = rule.ours_re.fullmatch(our_key)
         if not m:
             continue
@@ -119,7 +147,8 @@ def official_key_for(our_key: str, tasks: list[str]) -> str | None:
             if groups["t"] not in tasks:
                 return None
             groups["i"] = str(tasks.index(groups["t"]))
-        return rule.official.format(**{k: v for k, v in groups.items() if k != "qkv"})
+        keep_qkv = "{qkv}" in rule.official
+        return rule.official.format(**{k: v for k, v in groups.items() if k != "qkv" or keep_qkv})
     return None
 
 
@@ -171,14 +200,16 @@ def convert_head_state(
     converted: dict[str, Tensor] = {}
     unexpected: list[str] = []
     misshaped: list[str] = []
+    unused = _unused_res(head_state)
     for key, tensor in head_state.items():
-        if any(r.fullmatch(key) for r in _UNUSED_RE):
+        if any(r.fullmatch(key) for r in unused):
             continue
         rule, groups = _match_official(key, tasks)
         if rule is None:
             unexpected.append(prefix + key)
             continue
-        for qkv in ("q", "k", "v") if "{qkv}" in rule.ours else (None,):
+        split = "{qkv}" in rule.ours and "{qkv}" not in rule.official  # one fused official tensor -> q, k, v
+        for qkv in ("q", "k", "v") if split else (None,):
             ours = rule.ours.format(**groups, **({"qkv": qkv} if qkv else {}))
             if ours not in target:
                 unexpected.append(prefix + key)
@@ -194,7 +225,7 @@ def convert_head_state(
     for ours in target:
         if ours in converted:
             continue
-        official = official_key_for(ours, tasks)
+        official = official_key_for(ours, tasks, vit=is_vit_head(head_state))
         if official is None:
             missing.append(f"(no official key gives our {ours})")
         elif official not in head_state:  # present but unusable: already listed as unexpected or mis-shaped
@@ -224,6 +255,6 @@ def _match_official(key: str, tasks: list[str]) -> tuple[_Rule | None, dict]:
 
 
 __all__ = [
-    "HEAD_KEY_TABLE", "HeadMismatch", "UNUSED_OFFICIAL_KEYS", "convert_head_state", "official_tasks",
-    "unused_official_keys",
+    "HEAD_KEY_TABLE", "HeadMismatch", "UNUSED_OFFICIAL_KEYS", "UNUSED_VIT_HEAD_KEYS", "convert_head_state",
+    "is_vit_head", "official_tasks", "unused_official_keys",
 ]

@@ -55,7 +55,10 @@ def resolve_model_config(config: str | ModelConfig) -> tuple[ModelConfig, str | 
     else:
         raise TypeError(f"config must be a preset name or a ModelConfig, got {type(config).__name__}")
     data = cfg.to_dict()
+    linear_queries = data["head"].get("query_attention") == "linear"  # the ViT head's own query module: kept
     data["head"].update(OFFICIAL_HEAD)
+    if linear_queries:
+        data["head"]["query_attention"] = "linear"
     data["pretrained"] = False  # every backbone weight comes from the checkpoint
     data["checkpoint_path"] = None
     return ModelConfig.from_dict(data), preset
@@ -83,6 +86,22 @@ def split_parts(ckpt: OfficialCheckpoint) -> tuple[dict[str, Tensor], dict[str, 
     if not backbone:
         raise ValueError(f"{source!r} has no 'backbone.*' entries; pass the full released checkpoint")
     return backbone, head, skipped
+
+
+def _unused_param_count(head_sd: dict[str, Tensor]) -> int:
+    """Parameters of the unused official modules dropped on import (the ViT head's linear1; buffers not counted)."""
+    return sum(head_sd[k].numel() for k in unused_official_keys(head_sd) if k.startswith("linear1."))
+
+
+def official_computation(cfg: ModelConfig, dropped_params: int = 0) -> str:
+    """What the imported model runs, in one phrase (printed by the CLI and recorded in imported_from.json)."""
+    h = cfg.head
+    if h.fusion == "conv_pyramid":
+        dropped = f"; dropped the head's linear1 ({dropped_params:,d} parameters, never used in the official forward)"
+        return (f"official DeGMix ViT head (interaction={h.interaction}, query_attention={h.query_attention}, "
+                f"FeatConv fusion, bottleneck {h.bottleneck_channels}), official ViT padding and position embedding"
+                + (dropped if dropped_params else ""))
+    return f"official (interaction={h.interaction}, query_attention={h.query_attention}, official Swin padding)"
 
 
 def _param_count(module: torch.nn.Module) -> int:
@@ -159,6 +178,7 @@ def import_official(
         "tuning": tuning,
         "official_tasks": tasks,
         "dropped_unused_head_buffers": ["head." + k for k in unused_official_keys(head_sd)],
+        "computation": official_computation(cfg, _unused_param_count(head_sd)),
         "skipped_non_model_entries": skipped,
         "skipped_backbone_entries": list(foreign),
         "imported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -103,7 +103,8 @@ def _adapter_file_bytes(model: nn.Module, model_cfg: ModelConfig, kwargs: dict) 
 
 def budget_model_config(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None,
                         head_dim: int = 128) -> ModelConfig:
-    """The DeGMix-Tuning setup for a backbone/dataset: the registered preset when there is one, d=128 otherwise."""
+    """The DeGMix-Tuning setup for a backbone/dataset: the registered preset when there is one, d=128 otherwise
+    (with the official ViT head for vit_b / vit_l)."""
     info = get_dataset_info(dataset)
     tasks = tuple(tasks) if tasks else info.default_tasks
     preset = next((name for name, cfg in PRESETS.items()
@@ -111,7 +112,10 @@ def budget_model_config(backbone: str, dataset: str, tasks: tuple[str, ...] | No
     if preset is not None:
         cfg = PRESETS.get(preset)
         return ModelConfig.from_dict({**cfg.to_dict(), "tasks": list(tasks), "freeze_backbone": True})
-    return ModelConfig(backbone=backbone, dataset=dataset, tasks=tasks, head=DeGMixConfig(dim=head_dim))
+    from ..models.presets import VIT_HEAD
+
+    vit = VIT_HEAD if backbone in ("vit_b", "vit_l") else {}  # the official ViT head on the official ViT slot
+    return ModelConfig(backbone=backbone, dataset=dataset, tasks=tasks, head=DeGMixConfig(dim=head_dim, **vit))
 
 
 def param_budget(backbone: str = "swin_t", dataset: str = "pascal", tasks: tuple[str, ...] | None = None,

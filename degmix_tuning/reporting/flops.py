@@ -156,7 +156,10 @@ def _twin_rules(model: nn.Module) -> tuple[dict[int, object], dict[int, object],
     ({id: rule} counted as a leaf, {id: rule} added on top of the module's children, ids never counted)."""
     from timm.layers import Mlp
 
+    from timm.models.vision_transformer import Attention
+
     from ..backbones.swin import SwinBackbone
+    from ..backbones.vit import OfficialViTBackbone
     from ..models.attention import MultiHeadAttention
     from ..models.gating import GatedMlp
     from ..models.task_interaction import TaskInteractionBlock
@@ -169,17 +172,24 @@ def _twin_rules(model: nn.Module) -> tuple[dict[int, object], dict[int, object],
         if isinstance(m, TaskInteractionBlock):
             extra[id(m)] = _interaction_rule
             owned.update(id(c) for c in m.attn.modules())
-        elif isinstance(m, TaskQuery):
+        elif isinstance(m, TaskQuery) and m.mode != "linear":
             extra[id(m)] = _query_rule
             owned.update(id(c) for c in m.attn.modules())
+        # a "linear" (ViT head AnyAttention) query is no nn.MultiheadAttention: ptflops counts its Linear children
+        # (q on N tokens, k/v on T*N) and not its einsums, which the generic rules do too
         elif isinstance(m, GatedMlp):
             rules[id(m.gate)] = _conv1d_gate_rule
     for m in model.modules():  # an attention used elsewhere: one nn.MultiheadAttention(batch_first=True)
         if isinstance(m, MultiHeadAttention) and id(m) not in owned:
             rules[id(m)] = _batch_first_attention_rule
     backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, SwinBackbone):
-        # the official (mmseg) Swin FFN holds its GELU twice, as `activate` and inside `layers`: ptflops's
+    if isinstance(backbone, OfficialViTBackbone):
+        # the official ViT's attention is mmcv's wrapper around nn.MultiheadAttention (batch-first tokens)
+        for m in backbone.modules():
+            if isinstance(m, Attention):
+                rules[id(m)] = _timm_attention_rule
+    if isinstance(backbone, (SwinBackbone, OfficialViTBackbone)):
+        # the official (mmcv) FFN of Swin and ViT holds its GELU twice, as `activate` and inside `layers`: ptflops's
         # accumulation walks both and adds it twice (27,568,128 MACs of Swin-T at 425x560)
         for m in backbone.modules():
             if isinstance(m, Mlp) and type(getattr(m, "act", None)) in MODULE_RULES:
@@ -225,6 +235,13 @@ def _batch_first_attention_rule(module, inputs, output) -> int:
     q, k = inputs[0], inputs[1]
     dim, heads, bias = _attention_dims(module)
     return mha_macs(q.shape[1], k.shape[1], k.shape[1], q.shape[0], dim, heads, bias)
+
+
+def _timm_attention_rule(module, inputs, output) -> int:
+    """A timm ViT attention counted as the official ViT's nn.MultiheadAttention on (B, N, d) batch-first tokens."""
+    x = inputs[0]
+    dim = module.qkv.in_features
+    return mha_macs(x.shape[1], x.shape[1], x.shape[1], x.shape[0], dim, module.num_heads, module.qkv.bias is not None)
 
 
 def _conv1d_gate_rule(module, inputs, output) -> int:
@@ -522,10 +539,13 @@ def published_cells(row: PresetFlops) -> tuple[str, str]:
     from ..models import get_preset
     from .published import published_flops
 
+    from .published import repeated_row
+
     cfg = get_preset(row.preset)
     figure = published_flops(cfg.backbone, cfg.dataset, tuple(cfg.tasks))
     if figure is None:
-        return "", ""
+        copied = repeated_row(cfg.backbone, cfg.dataset, tuple(cfg.tasks))
+        return ("none (README repeats Swin-L)", "") if copied else ("", "")
     if figure.gflops is None:
         return f"{figure.printed}G", ""
     if row.published is None:

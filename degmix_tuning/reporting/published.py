@@ -193,6 +193,7 @@ class PublishedFlops:
     source: str = "yangyangxu0/DeGMix README (= yangyangxu0/DeMTG README)"
     provenance: str = "S"
     note: str = ""
+    repeats: str = ""  # set when the printed numbers are another row's, not a figure of this model
 
     @property
     def gflops(self) -> float | None:
@@ -221,6 +222,25 @@ PUBLISHED_FLOPS: tuple[PublishedFlops, ...] = (
                         "count implies): 321,223,667,668 MACs; ours the same; window 7 counts 302.05 [C]. The "
                         "README's ViT-B row repeats these Swin-L numbers"),
 )
+
+# Printed rows that are NOT figures of their model (never returned by `published_flops`): the DeGMix README's ViT-B
+# row repeats the Swin-L row word for word (202.92, 321.22G, 57.55 / 0.5037 / 19.21 / 79.0; it links another
+# checkpoint). The official DeGMix ViT-B with DemtViTHead has 98,014,721 parameters (97,645,313 without its unused
+# linear1), so neither number is ViT-B's. No ViT FLOPs are published.
+REPEATED_ROWS: tuple[PublishedFlops, ...] = (
+    PublishedFlops("DeGMix", "vit_b", "nyud", NYUD4, "321.22", "202.92", repeats="swin_l",
+                   note="the DeGMix README's ViT-B row repeats the Swin-L row (202.92, 321.22G, 57.55 / 0.5037 / "
+                        "19.21 / 79.0); not a ViT-B figure (DeGMix ViT-B has 98.01M parameters)"),
+)
+
+
+def repeated_row(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None) -> PublishedFlops | None:
+    """A printed row that only repeats another backbone's numbers (the README's ViT-B row), or None."""
+    for row in REPEATED_ROWS:
+        if row.repeats and row.backbone == backbone and row.dataset == dataset and (
+                tasks is None or tuple(tasks) == row.tasks):
+            return row
+    return None
 
 
 def published_flops(backbone: str, dataset: str, tasks: tuple[str, ...] | None = None) -> PublishedFlops | None:
@@ -264,4 +284,5 @@ def recomputed_delta_m(row: PublishedRow) -> float | None:
 
 
 __all__ = ["FLOPS_UNIT", "NYUD2", "NYUD3", "NYUD4", "PASCAL4", "PUBLISHED", "PUBLISHED_FLOPS", "PublishedFlops",
-           "PublishedRow", "RULES", "delta_m", "published_flops", "recomputed_delta_m", "reference_row"]
+           "PublishedRow", "REPEATED_ROWS", "RULES", "delta_m", "published_flops", "recomputed_delta_m",
+           "reference_row", "repeated_row"]

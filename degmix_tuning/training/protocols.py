@@ -78,7 +78,7 @@ register_protocol(Protocol(
             "per-image loss means, SyncBN, fp32, official interaction, native-size evaluation, last checkpoint",
     settings={
         "model.head.interaction": "official",
-        "model.drop_path_rate": 0.1,
+        "model.drop_path_rate": None,  # each official backbone's own: Swin 0.1, ViT 0.0 (sources)
         "train.optimizer": "sgd",
         "train.lr": 1e-3,
         "train.lr_scale_batch": None,
@@ -104,7 +104,9 @@ register_protocol(Protocol(
     sources={
         "model.head.interaction": f"{DEMTG} src/model/heads/demt_head.py l.46, l.68 (nn.MultiheadAttention, "
                                   "batch_first=False, one image per GPU)",
-        "model.drop_path_rate": f"{DEMTG} src/model/backbones/swin.py l.781",
+        "model.drop_path_rate": f"the backbone's own default, which is the official value: Swin 0.1 ({DEMTG} "
+                                "src/model/backbones/swin.py l.781 = timm's Swin default), ViT 0.0 (DeGMix@36da078 "
+                                "src/model/backbones/vit.py l.325, vit_b() l.632-636 = timm's ViT default)",
         "train.optimizer": f"{DEMTG} src/model/pl_model.py l.20-24, l.102-129",
         "train.lr": f"{DEMTG} config yaml `lr: 0.001`; src/model/pl_model.py l.120-130",
         "train.momentum": f"{DEMTG} src/model/pl_model.py l.104-117",
