@@ -281,6 +281,17 @@ def test_the_train_command_refuses_a_negative_loss_weight(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "loss weight of task 'depth' must be a finite number >= 0, got -2" in err[0]
 
 
+def test_print_config_refuses_a_negative_loss_weight_before_anything_runs(tmp_path, capsys):
+    """The check sits in TrainConfig, so a config that would be refused at start is refused when printed too."""
+    from degmix_tuning.training.recipe import main
+
+    code = main("nyud", ["--synthetic", "--random-backbone", "--backbone", "tiny_swin", "--output-dir",
+                         str(tmp_path / "run"), "--set", 'train.loss_weights={"edge": -0.5}', "--print-config"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "loss weight of task 'edge' must be a finite number >= 0, got -0.5" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------- 4. NaN offsets, torchvision
 NAN_FORWARD = """
 import torch

@@ -105,6 +105,9 @@ class TrainConfig(ConfigBase):
                              f"{self.keep_checkpoints}")
         if self.feature_cache not in ("off", "memory", "disk"):  # fast path
             raise ValueError(f"train.feature_cache must be off, memory or disk, got {self.feature_cache!r}")
+        from ..losses import check_loss_weights
+
+        check_loss_weights(self.loss_weights)  # at config time, so --print-config and resume refuse them too
         known = {"tensorboard", "csv", "jsonl"}
         bad = set(self.trackers) - known
         if bad:
