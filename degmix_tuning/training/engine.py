@@ -3,15 +3,22 @@
 `train(cfg)` builds model + data from an `ExperimentConfig`, trains for `train.max_steps` optimizer steps
 (SGD + poly decay), evaluates, checkpoints atomically, writes the run folder:
 
-    <output_dir>/config.json            the resolved ExperimentConfig (of the last start or resume)
+    <output_dir>/config.json            the resolved ExperimentConfig (of the last start or resume; a resume is
+                                        checked against the checkpoint's own copy, not this file)
     <output_dir>/history.jsonl          one line per start / resume, with the config changes (training/resume.py)
     <output_dir>/metrics.jsonl          one line per evaluation: {"step", "metrics": {task: {metric: value}}}
     <output_dir>/log.csv, tensorboard/  Accelerate trackers
-    <output_dir>/checkpoints/step_<n>/  training state (accelerator.save_state): adapter file, optimizer, scheduler,
-                                        RNG; the frozen backbone is rebuilt and checked by fingerprint on resume
+    <output_dir>/checkpoints/step_<n>/  training state (accelerator.save_state): adapter file, optimizer, RNG, plus
+                                        training_state.json and config.json (checkpoint.py); the frozen backbone is
+                                        rebuilt and checked by fingerprint on resume
     <output_dir>/adapter.safetensors    trainable parameters + config only (see checkpoint.load_tuned)
     <output_dir>/summary.json           parameter counts, adapter and full-model sizes, final metrics, median step
                                         time and step memory (training/step_stats.py)
+
+Every file is written atomically or appended whole and fsynced (training/run_files.py), so a kill at any moment
+leaves every file readable. SIGTERM/SIGINT write a checkpoint before stopping (training/stop_signals.py). A start
+that fails before its first step removes the run folder it created (never one that held anything before), and the
+run folder's `.lock` is removed on every exit.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import dataclasses
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +40,14 @@ from ..data import IMAGENET_MEAN, IMAGENET_STD, build_dataset
 from ..data.info import get_dataset_info
 from ..data.seeded import SeededSamples  # moved to data/; importable from here too
 from ..losses import MultiTaskLoss, NonFiniteLossError
-from ..metrics import MultiTaskEvaluator
+from ..metrics import MultiTaskEvaluator, summary_line
 from ..models import create_model
 from ..params import count_parameters
 from ..tuning import apply_tuning
 from .checkpoint import (
-    ADAPTER_NAME, FrozenBackboneMismatch, list_checkpoints, save_adapter, save_state_atomically,
-    use_adapter_checkpoints,
+    ADAPTER_NAME, FrozenBackboneMismatch, TRAINING_STATE, UnsafeCheckpoint, describe_last_good, last_good_checkpoint,
+    list_checkpoints, load_checkpoint, save_adapter, save_state_atomically, training_state_json,
+    use_adapter_checkpoints, weight_health,
 )
 from . import backbone_weights
 from .config import ExperimentConfig
@@ -48,8 +57,10 @@ from .recipe import LAUNCHER_PRECISION, launcher_mixed_precision, resolve_mixed_
 from .selection import BEST_ADAPTER_NAME, BestEvaluation, published_reference
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
-from .resume import record_history, resume_changes
+from .resume import CHECKPOINT_CONFIG, ResumeRefused, record_history, resume_changes
+from .run_files import atomic_write_text, remove_tree, rewrite_lines, whole_lines
 from .run_lock import RunFolderLock, is_main_launch_process
+from .stop_signals import StopSignals
 from .step_stats import StepStats
 from .trackers import CSVTracker, append_jsonl, flatten_metrics
 
@@ -59,7 +70,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingProgress:
-    """Optimizer steps done so far; saved in every checkpoint through `register_for_checkpointing`."""
+    """Optimizer steps done so far; saved in every checkpoint's training_state.json (checkpoint.load_checkpoint)."""
 
     def __init__(self):
         self.step = 0
@@ -229,14 +240,17 @@ def _resolve_resume(run_dir: Path, resume_from: str | None) -> list[Path]:
     return [path]
 
 
-def _load_newest_readable(accelerator, candidates: list[Path]) -> Path:
-    """`load_state` of the first candidate that loads; each unreadable one is named on the way (never silently)."""
+def _load_newest_readable(accelerator, candidates: list[Path], objects: dict, check_config) -> Path:
+    """`load_checkpoint` of the first candidate that loads; each unreadable one is named on the way (never
+    silently). `check_config(path)` checks the config given now against that checkpoint's before it is loaded."""
     for i, path in enumerate(candidates):
         try:
-            accelerator.load_state(str(path))
+            if i:
+                check_config(path)  # candidates[0] was checked before the model was built
+            load_checkpoint(accelerator, path, objects)
             return path
-        except FrozenBackboneMismatch:
-            raise  # every older checkpoint would fail the same way: the config, not the file, is wrong
+        except (FrozenBackboneMismatch, ResumeRefused, UnsafeCheckpoint):
+            raise  # the config, not the file, is wrong; or a file was tampered with: stop, do not fall back
         except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint: say so, try the previous one
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             if i + 1 == len(candidates):
@@ -287,28 +301,72 @@ def _apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConf
 
 
 def _drop_logged_after(run_dir: Path, step: int) -> None:
-    """Steps after the resumed checkpoint run again: drop their old rows so every step is logged once."""
-    jsonl, csv_log = run_dir / "metrics.jsonl", run_dir / "log.csv"
-    if jsonl.exists():
-        import json
+    """Steps after the resumed checkpoint (every step, for a start over a run stopped before its first checkpoint:
+    step -1) run again: drop their old rows so every step is logged once. The kept rows go to a new file renamed over
+    the old one (never a truncation in place); an unchanged log is not rewritten; a last line cut short by a kill is
+    dropped."""
+    import json
 
-        lines = [x for x in jsonl.read_text().splitlines() if x.strip() and json.loads(x)["step"] <= step]
-        jsonl.write_text("".join(x + "\n" for x in lines))
-    if csv_log.exists():
-        rows = csv_log.read_text().splitlines()
-        kept = rows[:1] + [r for r in rows[1:] if not r.split(",", 1)[0].isdigit() or int(r.split(",", 1)[0]) <= step]
-        csv_log.write_text("".join(r + "\n" for r in kept))
+    def jsonl_step(line: str) -> int | None:
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def csv_step(line: str) -> int | None:  # a row cut short by a kill (no value) counts as no row
+        fields = line.strip().split(",")
+        try:
+            float(fields[2])
+        except (IndexError, ValueError):
+            return None
+        return int(fields[0]) if len(fields) == 3 and fields[0].isdigit() else None
+
+    logs = ((run_dir / "metrics.jsonl", jsonl_step, False), (run_dir / "log.csv", csv_step, True))
+    for path, step_of, header in logs:
+        if not path.exists():
+            continue
+        raw = path.read_text(errors="replace")
+        lines = whole_lines(path)
+        body = lines[1:] if header and lines and lines[0].startswith("step,") else lines
+        kept = [x for x in body if step_of(x) is not None and step_of(x) <= step]
+        if kept == body and raw.endswith("\n"):
+            continue  # nothing to drop
+        if kept:
+            rewrite_lines(path, (lines[:1] if header and body is not lines else []) + kept)
+        else:
+            path.unlink()  # the next row starts a new file (with its header)
 
 
-def _check_finite_weights(model, step: int, last_good: Path | None) -> None:
-    """A checkpoint must never hold NaN/inf: diverged weights (e.g. BatchNorm running_var = inf) stop the run."""
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+def _logged_metrics(run_dir: Path, step: int) -> tuple[dict | None, dict | None]:
+    """(the step-0 evaluation, the last evaluation at or before `step`) from metrics.jsonl: what a resumed run
+    reports as its initial and final metrics until it evaluates again."""
+    import json
+
+    path, first, last = run_dir / "metrics.jsonl", None, None
+    if not path.exists():
+        return None, None
+    for line in whole_lines(path):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("step") == 0:
+            first = row.get("metrics")
+        if isinstance(row.get("step"), int) and row["step"] <= step:
+            last = row.get("metrics")
+    return first, last
+
+
+def _check_finite_weights(model, step: int, run_dir: Path) -> float:
+    """A checkpoint must never hold NaN/inf: diverged weights (e.g. BatchNorm running_var = inf) stop the run.
+    Returns the largest |weight| (recorded in the checkpoint: what makes it a good one to resume from or not)."""
+    bad, largest = weight_health(model)
     if bad:
         raise TrainingDiverged(
             f"weights became non-finite by step {step} ({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); "
-            f"last good checkpoint: {str(last_good) if last_good else 'none yet'}. Lower train.lr or enable "
-            "train.clip_grad_norm, then --resume it"
+            f"{describe_last_good(run_dir)}. Lower train.lr or enable train.clip_grad_norm, then --resume it"
         )
+    return largest
 
 
 def train(
@@ -320,10 +378,45 @@ def train(
     """Run (or resume) a training job. `stop_after` ends the process early at that step (used to test resume).
 
     The run folder is locked for the whole run (`run_lock.py`): a second run on it stops at once with one line.
+    SIGTERM/SIGINT stop it after the current step with a checkpoint (`stop_signals.py`, TrainingInterrupted). A
+    start that fails before training removes the folders it created, never a folder that existed before.
     """
     backbone_weights.require_real_weights(cfg)  # before the run folder exists: frozen weights never random by accident
-    with RunFolderLock(cfg.train.output_dir, enabled=is_main_launch_process()):
-        return _train(cfg, resume_from, stop_after, show_progress)
+    run_dir = Path(cfg.train.output_dir)
+    main = is_main_launch_process()
+    created = _first_missing(run_dir) if main else None  # what a failed start may remove: only what it created
+    started = []
+    try:
+        with StopSignals() as signals, RunFolderLock(run_dir, enabled=main):
+            return _train(cfg, resume_from, stop_after, show_progress, signals, started)
+    except BaseException:
+        if created is not None and not started:
+            _remove_created(created, run_dir)
+        raise
+
+
+def _first_missing(run_dir: Path) -> Path | None:
+    """The top-most folder of `run_dir` that does not exist yet (what `mkdir(parents=True)` will create)."""
+    run_dir = run_dir.absolute()
+    if run_dir.exists():
+        return None
+    top = run_dir
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+def _remove_created(top: Path, run_dir: Path) -> None:
+    """A start failed before its first step: remove the run folder it created (and the parents it created, when
+    they hold nothing else), so a typo or a bad config leaves no empty run folder behind."""
+    run_dir = run_dir.absolute()
+    if not run_dir.is_dir():
+        return
+    remove_tree(run_dir)
+    folder = run_dir.parent
+    while folder != top.parent and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 @dataclass
@@ -349,23 +442,43 @@ class _Run:
     step_stats: StepStats
     initial_metrics: dict | None = None
     final_metrics: dict | None = None
-    last_ckpt: Path | None = None  # named in the TrainingDiverged messages
+    last_ckpt: Path | None = None  # the newest checkpoint of this run (a stop signal does not write it twice)
+    last_ckpt_step: int | None = None
+    checkpoint_objects: dict = field(default_factory=dict)  # saved in training_state.json: schedule, step, best
+    last_loss: float | None = None  # the last logged loss: recorded in each checkpoint's health
+    resumed_step: int | None = None
     weights_info: dict = field(default_factory=dict)  # which weights the backbone started from (backbone_weights.py)
     best: BestEvaluation | None = None  # train.select=best: the best evaluation so far (selection.py)
     step_start: float = field(default_factory=time.perf_counter)  # images/s since the last log line
     imgs_since: int = 0
 
 
-def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | None, show_progress: bool) -> RunResult:
+def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | None, show_progress: bool,
+           signals: StopSignals, started: list) -> RunResult:
     """The loop of accelerate's complete_cv_example.py: epochs of batches, `train_step` on each batch,
-    `on_step_end` after each optimizer step (a step is `gradient_accumulation_steps` batches)."""
+    `on_step_end` after each optimizer step (a step is `gradient_accumulation_steps` batches). A stop signal is
+    honoured after the step it arrives in: checkpoint, adapter and summary, then TrainingInterrupted."""
     run = _setup(cfg, resume_from, show_progress)
+    started.append(True)  # from here on the run folder holds this run's record: never removed
     cfg = run.cfg  # resolved: run length from train.epochs, protocol overrides
     tc, accelerator, progress = cfg.train, run.accelerator, run.progress
+    stopping = False
+
+    def stop_requested(step: int) -> bool:
+        if accelerator.num_processes == 1:
+            return signals.requested is not None
+        if step % tc.log_every:  # agreed on logging steps only: a collective there costs nothing extra
+            return False
+        flag = torch.tensor([0 if signals.requested is None else int(signals.requested)], device=accelerator.device)
+        flag = accelerator.reduce(flag, reduction="sum")  # any process signalled: all stop at this step
+        if signals.requested is None and int(flag.item()):
+            signals.requested = int(signal.SIGTERM)
+        return bool(flag.item())
 
     def done(step: int) -> bool:
         return step >= tc.max_steps or (stop_after is not None and step >= stop_after)
 
+    signals.in_loop = True
     try:
         with run.bar:
             while progress.step < tc.max_steps:
@@ -380,17 +493,30 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
                         continue
                     progress.step += 1
                     on_step_end(run, loss, parts)
-                    if done(progress.step):
+                    if stop_requested(progress.step):
+                        stopping = True
+                    if done(progress.step) or stopping:
                         break
-                if done(progress.step):
+                if done(progress.step) or stopping:
                     break
+        if stopping:
+            _check_deferred(run)
+            if run.last_ckpt_step != progress.step:  # the state of this step, unless just written
+                largest = _check_finite_weights(accelerator.unwrap_model(run.model), progress.step, run.run_dir)
+                if accelerator.is_main_process:
+                    save_adapter(accelerator.unwrap_model(run.model), run.run_dir / ADAPTER_NAME, cfg.to_dict(),
+                                 {"step": progress.step})
+                _checkpoint(run, progress.step, largest)
     finally:
+        signals.in_loop = False
         accelerator.end_training()
     if run.feature_cache is not None:  # fast path
         st = run.feature_cache.cache.stats
         accelerator.print(f"[degmix-tuning] feature cache ({tc.feature_cache}): {st.hits} hits, {st.misses} "
                           f"computed, {st.invalidated} invalidated")
     adapter_path, summary = _write_summary(run) if accelerator.is_main_process else (None, {})
+    if stopping:
+        raise signals.stop_message(progress.step, run.last_ckpt)
     return RunResult(run.run_dir, progress.step, run.initial_metrics, run.final_metrics, adapter_path, summary,
                      accelerator.is_main_process)
 
@@ -404,8 +530,10 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     resume_candidates = _resolve_resume(run_dir, resume_from)
     cfg = resolve_config(cfg)  # launcher's precision, train.epochs -> max_steps, protocol overrides
     accelerator = _make_accelerator(cfg, run_dir)
-    # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data
-    config_changes = resume_changes(run_dir, cfg.to_dict()) if resume_candidates else {}
+    # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data; checked
+    # against the config the checkpoint was written with (config.json of the run folder can be edited or deleted)
+    config_changes = (resume_changes(run_dir, cfg.to_dict(), resume_candidates[0], accelerator.print)
+                      if resume_candidates else {})
     tc = cfg.train
     set_seed(tc.seed)
     if cfg.protocol_overrides:
@@ -463,34 +591,42 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
 
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     progress = TrainingProgress()
-    accelerator.register_for_checkpointing(scheduler, progress)
+    # saved in training_state.json (JSON, never unpickled); the order is that of older checkpoints' .pkl files
+    objects = {"scheduler": scheduler, "progress": progress}
     best = None
     if tc.select == "best":
         best = BestEvaluation(cfg.protocol, *published_reference(cfg.model.backbone, cfg.model.dataset, tasks))
-        accelerator.register_for_checkpointing(best)
+        objects["best"] = best
     use_adapter_checkpoints(accelerator, cfg.to_dict(), lambda: progress.step)  # no frozen backbone in checkpoints
-
-    if accelerator.is_main_process:
-        cfg.save(run_dir / "config.json")
-    accelerator.init_trackers(run_dir.name, config=_tracker_config(cfg))
     report = count_parameters(accelerator.unwrap_model(model))
     accelerator.print(f"[degmix-tuning] {cfg.tuning} on {cfg.model.backbone}: {report}")
 
-    initial_metrics = None
+    initial_metrics = final_metrics = None
     resume_path = None
     if resume_candidates:
-        resume_path = _load_newest_readable(accelerator, resume_candidates)
+        def check_config(path: Path) -> None:
+            config_changes.clear()
+            config_changes.update(resume_changes(run_dir, cfg.to_dict(), path, accelerator.print))
+
+        resume_path = _load_newest_readable(accelerator, resume_candidates, objects, check_config)
         accelerator.print(f"[degmix-tuning] resumed from {resume_path} at step {progress.step}")
         _apply_changed_recipe(accelerator, optimizer, scheduler, cfg, progress.step)
         if config_changes:
             accelerator.print("[degmix-tuning] config changed on resume (recorded in history.jsonl): " + ", ".join(
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in config_changes.items()))
-        if accelerator.is_main_process:
-            _drop_logged_after(run_dir, progress.step)
+        initial_metrics, final_metrics = _logged_metrics(run_dir, progress.step)  # until it evaluates again
+    # the start succeeded: from here on this run writes its record
+    if accelerator.is_main_process:
+        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+        # rows after the checkpoint (or, for a start over a run stopped before its first checkpoint, every row)
+        # belong to a trajectory that is replaced: every step is logged once
+        _drop_logged_after(run_dir, progress.step if resume_candidates else -1)
+        if resume_candidates:
             record_history(run_dir, "resume", progress.step, checkpoint=str(resume_path), changes=config_changes,
                            backbone_weights=weights_info)
-    elif accelerator.is_main_process:
-        record_history(run_dir, "start", 0, backbone_weights=weights_info)  # recorded before any step runs
+        else:
+            record_history(run_dir, "start", 0, backbone_weights=weights_info)  # recorded before any step runs
+    accelerator.init_trackers(run_dir.name, config=_tracker_config(cfg))
     if not resume_candidates and tc.eval_at_start:
         initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run_dir, 0, initial_metrics)
@@ -505,8 +641,9 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         scheduler=scheduler, criterion=criterion, evaluator=evaluator, train_ds=train_ds, val_ds=val_ds,
         train_loader=train_loader, val_loader=val_loader, feature_cache=feature_cache, progress=progress, bar=bar,
         step_stats=StepStats(accelerator.device.type),  # summary.json: median step time, step memory
-        initial_metrics=initial_metrics, last_ckpt=resume_path, weights_info=weights_info,
-        best=best,
+        initial_metrics=initial_metrics, final_metrics=final_metrics, last_ckpt=resume_path,
+        last_ckpt_step=progress.step if resume_path else None, weights_info=weights_info, best=best,
+        checkpoint_objects=objects, resumed_step=progress.step if resume_path else None,
     )
 
 
@@ -540,9 +677,8 @@ def train_step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
 
 def _diverged(run: _Run, exc: NonFiniteLossError) -> TrainingDiverged:
     return TrainingDiverged(
-        f"loss became {exc.value} at step {exc.step} in task {exc.task!r}; last good checkpoint: "
-        f"{str(run.last_ckpt) if run.last_ckpt else 'none yet'}. Lower train.lr, enable train.clip_grad_norm, or "
-        "use mixed_precision=no/bf16 instead of fp16, then --resume it"
+        f"loss became {exc.value} at step {exc.step} in task {exc.task!r}; {describe_last_good(run.run_dir)}. "
+        "Lower train.lr, enable train.clip_grad_norm, or use mixed_precision=no/bf16 instead of fp16, then --resume it"
     )
 
 
@@ -577,7 +713,8 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
             parts = {t: accelerator.reduce(v.detach(), reduction="mean") for t, v in parts.items()}
         elapsed = time.perf_counter() - run.step_start
         ips = run.imgs_since / max(elapsed, 1e-9)
-        logs = {"train/loss": float(loss.detach()), "train/lr": run.scheduler.get_last_lr()[0],
+        run.last_loss = float(loss.detach())
+        logs = {"train/loss": run.last_loss, "train/lr": run.scheduler.get_last_lr()[0],
                 "train/images_per_s": ips}
         logs.update({f"train/loss_{t}": float(v) for t, v in parts.items()})
         accelerator.log(logs, step=step)
@@ -585,8 +722,9 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
         bar.update(step, {t: float(v) for t, v in parts.items()}, ips)
     else:
         bar.update(step, None, None)
+    largest = None
     if due_eval or due_ckpt:  # never evaluate or save diverged weights
-        _check_finite_weights(accelerator.unwrap_model(model), step, run.last_ckpt)
+        largest = _check_finite_weights(accelerator.unwrap_model(model), step, run.run_dir)
     if due_eval:
         bar.note(f"step {step}: evaluating ({len(run.val_ds)} val images)")
         run.final_metrics = evaluate(model, run.val_loader, run.evaluator, accelerator, tc.max_eval_batches)
@@ -599,7 +737,7 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
                      {"step": step})  # (e.g. a full disk) must not take the adapter with it
     if due_ckpt:
         bar.note(f"step {step}: writing checkpoint")
-        run.last_ckpt = _checkpoint(accelerator, model, run.cfg, run.run_dir, step)
+        _checkpoint(run, step, largest)
 
 
 def _write_summary(run: _Run) -> tuple[Path, dict]:
@@ -607,6 +745,13 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
     cfg, accelerator, step = run.cfg, run.accelerator, run.progress.step
     unwrapped = accelerator.unwrap_model(run.model)
     adapter_path = run.run_dir / ADAPTER_NAME
+    summary_path = run.run_dir / "summary.json"
+    if run.resumed_step == step and adapter_path.exists() and summary_path.exists():
+        # a resume that trained nothing (the run was already at its max_steps): its record stays as it was
+        accelerator.print(f"[degmix-tuning] the run is already at step {step}: nothing trained, summary.json kept")
+        import json
+
+        return adapter_path, json.loads(summary_path.read_text())
     if step != cfg.train.max_steps or not adapter_path.exists():  # stopped early: the adapter of this step
         adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": step})
     summary = {
@@ -629,7 +774,7 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
     }
     import json
 
-    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    atomic_write_text(summary_path, json.dumps(summary, indent=2, default=float) + "\n")
     accelerator.print(
         f"[degmix-tuning] adapter {adapter_path} = {summary['adapter_bytes'] / 1e6:.2f} MB "
         f"(full model {summary['full_model_bytes'] / 1e6:.1f} MB)"
@@ -654,19 +799,25 @@ def _record_eval(accelerator, run_dir: Path, step: int, metrics: dict) -> None:
     accelerator.log(flatten_metrics(metrics), step=step)
     if accelerator.is_main_process:
         append_jsonl(run_dir / "metrics.jsonl", {"step": step, "metrics": metrics})
-        shown = ", ".join(
-            f"{t} {k}={v:.4f}" for t, m in metrics.items() for k, v in m.items()
-            if isinstance(v, float) and k in ("miou", "rmse", "mean_angle", "maxf", "odsf")
-        )
-        accelerator.print(f"[degmix-tuning] step {step} eval: {shown}")
+        accelerator.print(f"[degmix-tuning] step {step} eval: {summary_line(metrics)}")  # missing: with reason
 
 
-def _checkpoint(accelerator, model, cfg: ExperimentConfig, run_dir: Path, step: int) -> Path:
-    ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}")  # holds the adapter file
+def _checkpoint(run: _Run, step: int, largest: float) -> Path:
+    """checkpoints/step_<step> (with the adapter file, training_state.json, config.json), then the oldest beyond
+    train.keep_checkpoints are removed, except the newest good one (checkpoint.checkpoint_health): a run whose
+    weights blew up keeps a checkpoint to go back to."""
+    accelerator, cfg, run_dir = run.accelerator, run.cfg, run.run_dir
+    files = {TRAINING_STATE: training_state_json(run.checkpoint_objects,
+                                                 {"step": step, "loss": run.last_loss, "max_abs_weight": largest}),
+             CHECKPOINT_CONFIG: cfg.to_json() + "\n"}
+    ckpt = save_state_atomically(accelerator, run_dir / "checkpoints" / f"step_{step}", files)
     if accelerator.is_main_process:
+        keep, _ = last_good_checkpoint(run_dir)
         for old in list_checkpoints(run_dir / "checkpoints")[: -cfg.train.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    run.last_ckpt, run.last_ckpt_step = ckpt, step
     return ckpt
 
 

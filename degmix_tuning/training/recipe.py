@@ -317,11 +317,12 @@ def resolved_config_json(cfg: ExperimentConfig) -> str:
 
 
 def _compare(before: dict, after: dict) -> str:
+    from ..metrics import format_metric
     from ..tasks import get_task
 
     parts = []
     for task, m in after.items():
         key = get_task(task).main_metric
-        if key in m and key in before.get(task, {}):
-            parts.append(f"{task} {key} {before[task][key]:.4f} -> {m[key]:.4f}")
+        if key in m and key in before.get(task, {}):  # a missing value: "missing (reason)"
+            parts.append(f"{task} {key} {format_metric(before[task], key)} -> {format_metric(m, key)}")
     return "; ".join(parts)

@@ -3,6 +3,8 @@
 Two runs (or two `--resume`s) on one folder would delete each other's temporary checkpoints and interleave their
 `metrics.jsonl` rows. The lock is `flock` on `<run>/.lock`: the kernel drops it when the process ends, however it
 ends, so a killed run never leaves a stale lock behind. Only the main process of a multi-process job takes it.
+The holder removes `.lock` when it is done (a finished run folder holds no lock file); a process that locked a
+file which was removed meanwhile retries on the new one, so two processes never both hold the folder.
 """
 
 from __future__ import annotations
@@ -34,16 +36,24 @@ class RunFolderLock:
         if not self.enabled:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise RunFolderBusy(
-                f"run folder {str(self.path.parent)!r} is in use by another run (pid {holder}); wait for it to finish "
-                "or choose another --output-dir"
-            ) from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RunFolderBusy(
+                    f"run folder {str(self.path.parent)!r} is in use by another run (pid {holder}); wait for it to "
+                    "finish or choose another --output-dir"
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file after we opened it: lock the current one
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -51,6 +61,10 @@ class RunFolderLock:
 
     def __exit__(self, *exc) -> bool:
         if self._fd is not None:
+            try:
+                self.path.unlink()  # still locked: a waiting process re-checks the file after locking it
+            except OSError:
+                pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

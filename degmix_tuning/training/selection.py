@@ -50,7 +50,7 @@ class BestEvaluation:
             self.reference = {t: {k: metrics[t][k]} for t, k in ((t, headline_metric(self.protocol, t))
                                                                   for t in metrics)}
         keys = {t: next(iter(ref)) for t, ref in self.reference.items()}
-        score = delta_m(metrics, self.reference, metrics=keys)
+        score = delta_m(metrics, self.reference, metrics=keys, skip_missing=True)  # a missing metric: left out
         if self.score is not None and score <= self.score:
             return False
         self.step, self.metrics, self.score = step, metrics, score

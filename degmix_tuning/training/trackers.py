@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from accelerate.tracking import GeneralTracker, on_main_process
+
+from .run_files import append_text, atomic_write_text
+
+CSV_HEADER = "step,key,value\r\n"  # csv.writer's default line ending, as the rows
 
 
 class CSVTracker(GeneralTracker):
@@ -32,19 +37,16 @@ class CSVTracker(GeneralTracker):
     @on_main_process
     def store_init_configuration(self, values: dict):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        (self.path.parent / "tracker_config.json").write_text(json.dumps(values, indent=2, default=str))
+        atomic_write_text(self.path.parent / "tracker_config.json", json.dumps(values, indent=2, default=str))
 
     @on_main_process
     def log(self, values: dict, step: int | None = None, **kwargs):
         rows = [[step, k, v] for k, v in values.items() if isinstance(v, (int, float))]
         if not rows:
             return
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["step", "key", "value"])
-            w.writerows(rows)
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        append_text(self.path, buf.getvalue(), header=CSV_HEADER)  # one write, fsynced: never a partial row set
 
 
 def flatten_metrics(metrics: dict, prefix: str = "val") -> dict[str, float]:
@@ -61,6 +63,5 @@ def flatten_metrics(metrics: dict, prefix: str = "val") -> dict[str, float]:
 
 
 def append_jsonl(path: str | Path, record: dict) -> None:
-    path = Path(path)
-    with path.open("a") as f:
-        f.write(json.dumps(record, default=float) + "\n")
+    """One record as one line, appended in one write and fsynced (training/run_files.py)."""
+    append_text(path, json.dumps(record, default=float) + "\n")
