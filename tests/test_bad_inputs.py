@@ -121,6 +121,21 @@ def test_delta_m_refuses_or_skips_a_missing_metric_with_its_reason():
     assert best.score == pytest.approx(100 * (0.5 - 0.44) / 0.44)
 
 
+def test_an_evaluation_with_no_comparable_task_is_never_the_best_and_is_named():
+    """train.select=best must not stop a run when an evaluation has nothing to compare (first-evaluation reference
+    of mIoU 0 plus a missing depth): that evaluation is left unranked, recorded, and the run goes on."""
+    from degmix_tuning.training.selection import BestEvaluation
+
+    missing = {"depth": {"rmse": None, "missing": "no valid depth pixel in 4 evaluated images"}}
+    best = BestEvaluation("degmix", reference={"semseg": {"miou": 0.0}, "depth": {"rmse": 0.5}})
+    assert not best.offer(1, {"semseg": {"miou": 0.3}, **missing})
+    assert best.offer(2, {"semseg": {"miou": 0.3}, "depth": {"rmse": 0.4}})
+    assert best.step == 2 and best.score == pytest.approx(20.0) and best.summary()["unranked_steps"] == [1]
+    again = BestEvaluation("degmix")
+    again.load_state_dict(best.state_dict())
+    assert again.unranked == [1] and again.step == 2
+
+
 @pytest.fixture(scope="module")
 def no_depth_run(tmp_path_factory):
     """A 2-step run on a NYUD root whose val depth maps are all 0 (no valid pixel); its stdout."""

@@ -10,7 +10,7 @@ candidate is weighed with the same per-task weights 1/reference. The best evalua
 
 from __future__ import annotations
 
-from ..metrics.delta_m import delta_m
+from ..metrics.delta_m import delta_m, missing_tasks
 from .protocols import headline_metric
 
 BEST_ADAPTER_NAME = "adapter_best.safetensors"
@@ -42,6 +42,7 @@ class BestEvaluation:
         self.step: int | None = None
         self.metrics: dict | None = None
         self.score: float | None = None
+        self.unranked: list[int] = []  # steps whose evaluation had no task to compare with the reference
 
     def offer(self, step: int, metrics: dict) -> bool:
         """True when `metrics` is the new best (ties keep the earlier evaluation). Ranked by the reference's keys:
@@ -50,6 +51,9 @@ class BestEvaluation:
             self.reference = {t: {k: metrics[t][k]} for t, k in ((t, headline_metric(self.protocol, t))
                                                                   for t in metrics)}
         keys = {t: next(iter(ref)) for t, ref in self.reference.items()}
+        if len(missing_tasks(metrics, self.reference, metrics=keys)) == len(keys):
+            self.unranked.append(step)  # no task comparable (all missing, or reference 0): never the best
+            return False
         score = delta_m(metrics, self.reference, metrics=keys, skip_missing=True)  # a missing metric: left out
         if self.score is not None and score <= self.score:
             return False
@@ -57,12 +61,17 @@ class BestEvaluation:
         return True
 
     def state_dict(self) -> dict:  # checkpointed: a resumed run remembers the best evaluation before it
-        return {"reference": self.reference, "step": self.step, "metrics": self.metrics, "score": self.score}
+        return {"reference": self.reference, "step": self.step, "metrics": self.metrics, "score": self.score,
+                "unranked": self.unranked}
 
     def load_state_dict(self, state: dict) -> None:
         self.reference, self.step, self.metrics, self.score = (state[k] for k in ("reference", "step", "metrics",
                                                                                   "score"))
+        self.unranked = list(state.get("unranked", []))  # absent in checkpoints written before it existed
 
     def summary(self) -> dict:
-        return {"rule": f"best delta_m vs {self.source}", "step": self.step, "delta_m": self.score,
-                "metrics": self.metrics}
+        out = {"rule": f"best delta_m vs {self.source}", "step": self.step, "delta_m": self.score,
+               "metrics": self.metrics}
+        if self.unranked:
+            out["unranked_steps"] = list(self.unranked)
+        return out
