@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from . import register_backbone
 from .timm_backbone import TimmBackbone
 from .weights import (
-    describe_skipped, is_mmseg_swin, is_mmseg_vit, load_strict, logger, read_weights_file, strip_wrappers,
+    describe_skipped, is_mmseg_swin, is_mmseg_vit, load_strict, logger, read_weights_file, rename_key,
+    strip_wrappers,
 )
 
 OFFICIAL_IMG_SIZE = (512, 512)  # vit.py l.312: the position embedding's grid is 32x32
@@ -65,12 +66,7 @@ def mmseg_vit_to_timm(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[st
         if key in MMSEG_DROPPED:
             dropped.append(key)
             continue
-        new = key
-        for pattern, repl in _MMSEG_VIT_RENAMES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        out[new] = value
+        out[rename_key(key, _MMSEG_VIT_RENAMES)] = value
     return out, dropped
 
 

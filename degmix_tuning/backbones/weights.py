@@ -123,6 +123,15 @@ _MMSEG_RENAMES = (
 )
 
 
+def rename_key(key: str, renames) -> str:
+    """`key` with the first (pattern, replacement) of `renames` that matches applied (unchanged if none does)."""
+    for pattern, repl in renames:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
 def is_mmseg_swin(sd: Mapping[str, Tensor]) -> bool:
     """True for the layout of mmseg's Swin (what the official DeGMix code loads and saves)."""
     if is_mmseg_vit(sd):
@@ -160,11 +169,7 @@ def mmseg_swin_to_timm(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dic
             channels = value.shape[-1] // 4
             model[f"layers.{stage + 1}.downsample.{name}"] = unfold_to_timm_order(value, channels)
             continue
-        new = key
-        for pattern, repl in _MMSEG_RENAMES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
+        new = rename_key(key, _MMSEG_RENAMES)
         if new.endswith("relative_position_index"):
             index[new] = value
             continue
