@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv  # any position: full tracebacks instead of one-line errors
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    parser.epilog = ("--import MODULE (any position, repeatable) imports a module that registers backbones first; "
+    parser.epilog = ("--import MODULE (any position, repeatable) first imports a module that registers backbones: a "
+                     ".py file, or a module name (on sys.path, else in the current folder); "
                      "--debug (any position) shows full tracebacks. Exit codes: 0 ok, 1 user error (2 in `train`), "
                      "3 diverged, 130 interrupted.")
     args = parser.parse_args(argv)

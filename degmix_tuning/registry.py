@@ -15,8 +15,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps lower-case names to registered objects (classes, factories or specs)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, hint: str = ""):
         self.kind = kind
+        self.hint = hint  # appended to the unknown-name error: how to make a name known (e.g. --import)
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None, *, overwrite: bool = False):
@@ -40,8 +41,9 @@ class Registry(Generic[T]):
         except KeyError:
             close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            how = f"; {self.hint}" if self.hint else ""
             raise KeyError(
-                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(sorted(self._items))}{how}"
             ) from None
 
     def __contains__(self, name: object) -> bool:

@@ -10,10 +10,7 @@ scripts can also load a module with `--import MODULE` (`import_plugins`).
 
 from __future__ import annotations
 
-import importlib
-import sys
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Callable
 
 import timm
@@ -24,7 +21,9 @@ from .swin import SwinBackbone
 from .timm_backbone import LayerNorm2d, TimmBackbone
 from .weights import load_backbone_state, read_weights_file
 
-BACKBONES: Registry[Callable[..., FeatureBackbone]] = Registry("backbone")
+BACKBONES: Registry[Callable[..., FeatureBackbone]] = Registry(
+    "backbone", hint="any timm model name works too; a backbone registered in your own file needs --import FILE.py "
+    "(or a module name) on the command line, or an import before create_model in Python")
 
 
 def register_backbone(name: str):
@@ -56,26 +55,20 @@ def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:
 
 
 def import_plugins(modules: list[str] | tuple[str, ...]) -> None:
-    """Import modules (dotted names, or .py files) whose import registers backbones, tasks or tuning methods; each
-    imported one is recorded (`runtime.record_plugins`), so a run's config names it for evaluate / predict / resume."""
-    from ..runtime import record_plugins
+    """Import modules (dotted names, found on sys.path or in the current folder, or .py files) whose import registers
+    backbones, tasks or tuning methods; each imported one is recorded (`runtime.record_plugins`), so a run's config
+    names it for evaluate / predict / resume."""
+    from ..runtime import import_plugin, record_plugins
 
     for module in modules:
-        path = Path(module)
         try:
-            if path.suffix == ".py":
-                if not path.is_file():
-                    raise FileNotFoundError(f"--import {module!r}: no such file")
-                sys.path.insert(0, str(path.resolve().parent))
-                importlib.import_module(path.stem)
-            else:
-                importlib.import_module(module)
-        except ModuleNotFoundError as exc:
+            entry = import_plugin(module)
+        except ModuleNotFoundError as exc:  # the plugin itself imports something that is missing
             raise ValueError(
-                f"--import {module!r}: module {exc.name!r} not found; pass an importable module name (on PYTHONPATH "
-                "or installed) or a path to a .py file"
+                f"--import {module!r}: module {exc.name!r} not found; pass an importable module name (on PYTHONPATH, "
+                "installed, or in the current folder) or a path to a .py file"
             ) from None
-        record_plugins([module])
+        record_plugins([entry])
 
 
 def list_backbones() -> list[str]:
@@ -134,6 +127,7 @@ def tiny_swin(**kwargs) -> FeatureBackbone:
 
 
 from . import swin_synthetic as _swin_synthetic  # noqa: E402,F401 - registers "swin_synthetic" (packaged weights)
+from . import vit as _vit  # noqa: E402,F401 - registers "vit_b", "vit_l" (official DeGMix ViT)
 
 
 __all__ = [

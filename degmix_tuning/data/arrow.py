@@ -56,8 +56,12 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
                      splits: Sequence[str] = ("train", "val"), max_samples: int | None = None,
                      log: Callable[[str], None] | None = None) -> Path:
     """Write every split of `make_reader(split)` (a NYUDReader/PascalReader) to `out_dir` (must not exist or be
-    empty). Written to a temporary sibling folder first and renamed, so a crash leaves no half copy behind."""
+    empty). Written to a temporary sibling folder first and renamed, so a crash leaves no half copy behind.
+
+    Progress is `log("<split>: i/n")` every 100 samples and at the end of each split; datasets' own progress bars
+    (which label every generated split "train" and add one bar per cache and save step) are off meanwhile."""
     import datasets
+    from datasets import utils as ds_utils
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -76,18 +80,20 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
             row = {"id": sample["id"], "height": h, "width": w}
             for key in ("image", *tasks):
                 row[key] = _encode(key, sample[key], (h, w), sample["id"])
-            if log and (i + 1) % 100 == 0:
+            if log and ((i + 1) % 100 == 0 or i + 1 == n):
                 log(f"{split}: {i + 1}/{n}")
             yield row
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    bars_were_on = not ds_utils.are_progress_bars_disabled()
+    ds_utils.disable_progress_bars()
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=".arrow-cache-") as cache:
             parts = {}
             for split in splits:
                 parts[split] = datasets.Dataset.from_generator(
                     rows, features=_features(tasks), cache_dir=cache, gen_kwargs={"split": split},
-                    fingerprint=uuid.uuid4().hex, writer_batch_size=16)
+                    split=datasets.NamedSplit(split), fingerprint=uuid.uuid4().hex, writer_batch_size=16)
             datasets.DatasetDict(parts).save_to_disk(str(tmp / "splits"))
         meta = {"dataset": dataset_name, "tasks": list(tasks), "splits": {s: len(parts[s]) for s in splits},
                 "format_version": ARROW_FORMAT_VERSION, "layout": {k: list(v) for k, v in ARRAY_LAYOUT.items()},
@@ -100,6 +106,9 @@ def convert_to_arrow(make_reader: Callable[[str], object], out_dir: str | Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if bars_were_on:
+            ds_utils.enable_progress_bars()
     return out
 
 

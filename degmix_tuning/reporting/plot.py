@@ -6,6 +6,7 @@ points are coloured by counting rule. Measured runs use a+b+c (MTLoRA's rule: ev
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class PlotResult:
     published: int
     runs: int
     skipped: list[str] = field(default_factory=list)  # why runs were left out
+    points: list[tuple[str, float, float, str]] = field(default_factory=list)  # runs: (folder, params M, y, note)
 
 
 def _partial_delta_m(values: dict[str, float], ref) -> tuple[float, str] | None:
@@ -39,6 +41,22 @@ def _partial_delta_m(values: dict[str, float], ref) -> tuple[float, str] | None:
     if ref is None or not values or not set(values) < set(ref.metrics):
         return None
     return delta_m(values, {t: ref.metrics[t] for t in values}), "+".join(values)
+
+
+def _comparison_delta_m(run_dir: Path) -> tuple[float | None, str] | None:
+    """(Δm, reference) of a run inside a `degmix-tuning compare` folder, as that comparison computed it (against its
+    own `full` run or single-task runs), or None when the run is in no comparison folder. Used where no published
+    single-task reference exists (e.g. swin_synthetic), so the runs `compare` plotted are plotted here too."""
+    for folder in (run_dir.parent, run_dir.parent.parent):
+        path = folder / "comparison.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        label = run_dir.relative_to(folder).as_posix()
+        for row in data.get("rows", []) + data.get("single_task", []):
+            if row.get("method") == label:
+                return row.get("delta_m"), str(data.get("reference", "?"))
+    return None
 
 
 def _y_published(row, metric: str) -> tuple[float | None, str]:
@@ -134,13 +152,21 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
             if metric == "delta_m":
                 own = {t: v for t, v in values.items() if ref is not None and t in ref.metrics}
                 partial = _partial_delta_m(own, ref)
+                compared = _comparison_delta_m(Path(run_dir)) if ref is None else None
                 if ref is not None and all(t in values for t in ref.metrics):
                     y = delta_m({t: values[t] for t in ref.metrics}, ref.metrics)
                 elif partial:
                     y, note = partial
+                elif compared is not None and compared[0] is not None:
+                    y, note = compared[0], f"vs {compared[1]} of {Path(run_dir).parent.name}"
+                elif compared is not None:
+                    skipped.append(f"{run_dir}: a Δm reference run of its comparison (Δm undefined for it)")
+                    continue
                 else:
-                    need = list(ref.metrics) if ref else "a single-task reference"
-                    skipped.append(f"{run_dir}: delta-m needs tasks of {need}, the run has {sorted(values)}; "
+                    need = (f"tasks of {list(ref.metrics)}" if ref else
+                            f"a reference: no published single-task row for {backbone}/{dataset}, and the run is in "
+                            "no `compare` folder")
+                    skipped.append(f"{run_dir}: delta-m needs {need}, the run has {sorted(values)}; "
                                    "try --metric TASK")
                     continue
             elif metric in values:
@@ -151,8 +177,9 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
             trainable = rec.trainable if rec.trainable is not None else count_trainable_from_config(rec.config)
             runs.append((rec, trainable / 1e6, y, note))
     if not pts and not runs:
+        why = f" ({skipped[0]}{f'; {len(skipped) - 1} more skipped' if len(skipped) > 1 else ''})" if skipped else ""
         raise ValueError(f"nothing to plot for {backbone}/{dataset} with metric {metric!r}: no published row has it "
-                         "and no run matched")
+                         f"and no run matched{why}")
 
     fig, ax = plt.subplots(figsize=(9, 6), dpi=150)
     labels = []
@@ -187,7 +214,7 @@ def plot_budget(out: str | Path, runs_dir: str | Path | None = None, backbone: s
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
-    return PlotResult(out, len(pts), len(runs), skipped)
+    return PlotResult(out, len(pts), len(runs), skipped, [(str(rec.path), x, y, note) for rec, x, y, note in runs])
 
 
 __all__ = ["PlotResult", "plot_budget"]
