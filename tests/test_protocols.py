@@ -259,3 +259,55 @@ def test_an_mtlora_protocol_run_end_to_end(tmp_path, synthetic_cache, capsys):
         assert lr == pytest.approx(schedule(max(s - 1, 0)), rel=1e-9), s
     # evaluation at the resized 40x56: every val image was resized, none refused for being larger than the crop
     assert summary["headline_metrics"]["semseg"]["miou"] is not None
+
+
+def test_mtlora_evaluates_after_epochs_1_6_11_and_at_the_end(nyud_root):
+    """MTLoRA validates after 0-based epochs 0, 5, 10, ... (`epoch % 5 == 0`) and once more at the end: after epochs
+    1, 6, 11, ... counted from 1. The derived steps reproduce that set exactly."""
+    cfg = _cfg(["--data-root", str(nyud_root), "--pretrained", "--protocol", "mtlora", "--batch-size", "2",
+                "--set", "train.epochs=13"])
+    from degmix_tuning.training.engine import resolve_run_length
+
+    tc = resolve_run_length(cfg).train
+    n_train = len((nyud_root / "gt_sets" / "train.txt").read_text().split())
+    per_epoch = n_train // 2
+    evals = [s for s in range(1, tc.max_steps + 1) if tc.is_eval_step(s)]
+    assert evals == [per_epoch * e for e in (1, 6, 11, 13)]
+    assert (tc.eval_offset, tc.eval_every) == (per_epoch, 5 * per_epoch)
+    explicit = resolve_run_length(_cfg(["--data-root", str(nyud_root), "--pretrained", "--protocol", "mtlora",
+                                        "--batch-size", "2", "--set", "train.epochs=13", "--eval-every", "4"])).train
+    assert [s for s in range(1, 13) if explicit.is_eval_step(s)] == [4, 8, 12]  # steps given: no epoch offset
+
+
+def test_an_epoch_counts_optimizer_steps_of_accumulated_batches(nyud_root):
+    """With accumulation 2 an optimizer step eats 2 batches: an epoch has half as many (MTLoRA's
+    `len(loader) // ACCUMULATION_STEPS`), so 300 epochs are not run twice over."""
+    from degmix_tuning.training.engine import resolve_run_length
+
+    n_train = len((nyud_root / "gt_sets" / "train.txt").read_text().split())
+    base = ["--data-root", str(nyud_root), "--pretrained", "--protocol", "mtlora", "--batch-size", "2"]
+    one = resolve_run_length(_cfg(base)).train
+    two = resolve_run_length(_cfg([*base, "--gradient-accumulation-steps", "2"])).train
+    assert one.max_steps == 300 * (n_train // 2) and two.max_steps == 300 * (n_train // 2 // 2)
+
+
+def test_mtlora_accumulation_adds_the_micro_batch_gradients(tmp_path, synthetic_cache):
+    """MTLoRA's loop never divides the loss by the accumulation steps: one step with accumulation 2 under `sum` at lr
+    x equals `mean` at lr 2x (plain SGD), and differs from `mean` at lr x."""
+    from safetensors.torch import load_file
+
+    def adapter(name, accumulation, lr):
+        out = tmp_path / name
+        code = recipe_main("nyud", [
+            "--synthetic", "--backbone", "tiny_swin", "--head-dim", "16", "--batch-size", "2", "--lr", str(lr),
+            "--max-steps", "1", "--gradient-accumulation-steps", "2", "--output-dir", str(out), "--no-progress",
+            "--set", "data.synthetic_n=8", "--set", "data.synthetic_size=48,64", "--set", "data.num_workers=0",
+            "--set", "train.momentum=0", "--set", "train.weight_decay=0", "--set", "train.eval_at_start=false",
+            "--set", f"train.accumulation={accumulation}", "--set", "train.max_eval_batches=1"])
+        assert code == 0
+        return load_file(out / "adapter.safetensors")
+
+    summed, mean_double, mean = adapter("sum", "sum", 0.01), adapter("mean2", "mean", 0.02), adapter("mean", "mean", 0.01)
+    float_keys = [k for k, v in summed.items() if v.is_floating_point() and "running" not in k]
+    assert max((summed[k] - mean_double[k]).abs().max().item() for k in float_keys) < 1e-6
+    assert max((summed[k] - mean[k]).abs().max().item() for k in float_keys) > 1e-4

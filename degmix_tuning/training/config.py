@@ -44,9 +44,12 @@ class TrainConfig(ConfigBase):
     loss_normalization: str = "image"  # "image": per-image means averaged over the global batch (official DDP)
     select: str = "last"  # which evaluation the run reports: "last" (official) or "best" (MTLoRA: best Δm)
     eval_every_epochs: int | None = None  # when set, eval_every is derived from it (with epochs)
+    eval_offset_epochs: int | None = None  # when set, eval_offset is derived from it (MTLoRA: 1, its 0-based epoch % 5)
     batch_size: int = 8  # global batch (split over processes)
     eval_batch_size: int = 4
     gradient_accumulation_steps: int = 1
+    # how gradients of the accumulated batches combine: "mean" (Accelerate's: the loss is divided by the steps) | "sum" (MTLoRA's loop)
+    accumulation: str = "mean"
     clip_grad_norm: float | None = None
     sync_bn: bool = True  # with several processes, BatchNorm statistics are synced (as the official recipe)
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics while training (tiny per-process batches)
@@ -55,6 +58,7 @@ class TrainConfig(ConfigBase):
     mixed_precision: str | None = None
     seed: int = 0
     eval_every: int = 2_000  # steps; 0 = only at the end
+    eval_offset: int = 0  # steps: evaluate at eval_offset + k * eval_every (k >= 0), and at the end
     eval_at_start: bool = False  # also evaluate the untrained model (step 0), to see what training gained
     checkpoint_every: int = 5_000  # steps; 0 = only at the end
     keep_checkpoints: int = 2
@@ -78,6 +82,10 @@ class TrainConfig(ConfigBase):
                               ("loss_normalization", LOSS_NORMALIZATIONS), ("select", SELECTIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.accumulation not in ("mean", "sum"):
+            raise ValueError(f"train.accumulation must be mean or sum, got {self.accumulation!r}")
+        if self.eval_offset < 0 or (self.eval_offset_epochs is not None and self.eval_offset_epochs < 0):
+            raise ValueError("train.eval_offset and train.eval_offset_epochs must be >= 0")
         for name in ("epochs", "eval_every_epochs", "lr_scale_batch"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive or null, got {getattr(self, name)}")
@@ -112,6 +120,13 @@ class TrainConfig(ConfigBase):
         bad = set(self.trackers) - known
         if bad:
             raise ValueError(f"unknown trackers {sorted(bad)}; choose from {sorted(known)}")
+
+
+    def is_eval_step(self, step: int) -> bool:
+        """Whether optimizer step `step` (1-based) evaluates: eval_offset + k * eval_every, and the last step."""
+        if step == self.max_steps:
+            return True
+        return bool(self.eval_every) and step >= self.eval_offset and (step - self.eval_offset) % self.eval_every == 0
 
 
 @dataclass

@@ -173,15 +173,16 @@ def evaluate(model, loader, evaluator: MultiTaskEvaluator, accelerator=None, max
 
 
 def optimizer_steps_per_epoch(cfg: ExperimentConfig, n_train: int) -> int:
-    """Optimizer steps in one pass over the train split (incomplete last batches are dropped)."""
-    return n_train // cfg.train.batch_size
+    """Optimizer steps in one pass over the train split (incomplete last batches are dropped; one step is
+    `gradient_accumulation_steps` batches, as MTLoRA's `len(loader) // ACCUMULATION_STEPS`)."""
+    return n_train // cfg.train.batch_size // cfg.train.gradient_accumulation_steps
 
 
 def resolve_run_length(cfg: ExperimentConfig) -> ExperimentConfig:
     """A run counted in epochs (the MTLoRA protocol) as optimizer steps: max_steps = epochs x steps per epoch, and
     eval_every from eval_every_epochs; recorded so config.json says how many steps ran."""
     tc = cfg.train
-    if tc.epochs is None and tc.eval_every_epochs is None:
+    if tc.epochs is None and tc.eval_every_epochs is None and tc.eval_offset_epochs is None:
         return cfg
     n_train = len(build_dataset(cfg.data, cfg.data.train_split, list(cfg.model.tasks), train=True))
     per_epoch = optimizer_steps_per_epoch(cfg, n_train)
@@ -192,6 +193,8 @@ def resolve_run_length(cfg: ExperimentConfig) -> ExperimentConfig:
         derived.append(f"train.max_steps={tc.epochs * per_epoch}")
     if tc.eval_every_epochs is not None:
         derived.append(f"train.eval_every={tc.eval_every_epochs * per_epoch}")
+    if tc.eval_offset_epochs is not None:
+        derived.append(f"train.eval_offset={tc.eval_offset_epochs * per_epoch}")
     return cfg.override(derived)
 
 
@@ -663,7 +666,8 @@ def train_step(run: _Run, batch: dict) -> tuple[torch.Tensor, dict]:
             run.criterion.watch.record(run.progress.step + 1, parts)
         except NonFiniteLossError as exc:
             raise _diverged(run, exc) from exc
-        accelerator.backward(loss)
+        # Accelerate divides by the accumulation steps (a mean); MTLoRA's loop adds the micro-batches' gradients
+        accelerator.backward(loss * tc.gradient_accumulation_steps if tc.accumulation == "sum" else loss)
         if accelerator.sync_gradients and tc.clip_grad_norm:
             accelerator.clip_grad_norm_(run.params, tc.clip_grad_norm)
         run.optimizer.step()
@@ -702,7 +706,7 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
     tc, accelerator, model, bar = run.cfg.train, run.accelerator, run.model, run.bar
     step = run.progress.step
     is_last = step == tc.max_steps
-    due_eval = bool(tc.eval_every and step % tc.eval_every == 0) or is_last
+    due_eval = tc.is_eval_step(step)
     due_ckpt = bool(tc.checkpoint_every and step % tc.checkpoint_every == 0) or is_last
     due_log = step % tc.log_every == 0 or is_last
     if due_log or due_eval or due_ckpt:  # only these steps wait for the device (a GPU): the deferred checks too

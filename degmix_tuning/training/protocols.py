@@ -156,7 +156,9 @@ register_protocol(Protocol(
         "train.min_lr": 5e-6,
         "train.epochs": 300,
         "train.eval_every_epochs": 5,
+        "train.eval_offset_epochs": 1,
         "train.batch_size": 32,
+        "train.accumulation": "sum",
         "train.clip_grad_norm": 5.0,
         "train.mixed_precision": "fp16",
         "train.loss_normalization": "batch",
@@ -183,6 +185,10 @@ register_protocol(Protocol(
         "train.min_lr": f"{MTLORA} config.py l.187",
         "train.epochs": f"{MTLORA} config.py l.181, main.py l.72; {DITASK} README.md l.34",
         "train.eval_every_epochs": f"{MTLORA} main.py l.70, l.299-307",
+        "train.eval_offset_epochs": f"{MTLORA} main.py l.290, l.299 (0-based `epoch % EVAL_FREQ == 0`: after "
+                                    "epochs 1, 6, 11, ...; its `epoch == 50` is one of them), l.307 (final eval)",
+        "train.accumulation": f"{MTLORA} main.py l.341-349 (no division by ACCUMULATION_STEPS before "
+                              "loss_scaler: gradients add up)",
         "train.batch_size": f"{MTLORA} README.md l.28 and issue #4 (32 on one V100); {DITASK} README.md l.34 "
                             "(64 x 8 GPUs)",
         "train.clip_grad_norm": f"{MTLORA} config.py l.189, main.py l.347-349",

@@ -192,11 +192,13 @@ def config_from_args(args: argparse.Namespace, dataset: str) -> ExperimentConfig
 
 def _length_in_steps(protocol_and_demo: list[str], named: list[str]) -> list[str]:
     """A step count given over a protocol counted in epochs wins: `--max-steps` clears train.epochs (and
-    `--eval-every` train.eval_every_epochs), unless the epochs are named too."""
+    `--eval-every` train.eval_every_epochs and train.eval_offset_epochs), unless the epochs are named too."""
     keys = {item.split("=", 1)[0].strip() for item in named}
     demo = {item.split("=", 1)[0].strip() for item in protocol_and_demo if not item.startswith(("protocol=",))}
     extra = []
-    for steps, epochs in (("train.max_steps", "train.epochs"), ("train.eval_every", "train.eval_every_epochs")):
+    for steps, epochs in (("train.max_steps", "train.epochs"), ("train.eval_every", "train.eval_every_epochs"),
+                          ("train.eval_every", "train.eval_offset_epochs"),
+                          ("train.eval_offset", "train.eval_offset_epochs")):
         if (steps in keys or (steps in demo and "train.epochs" not in keys)) and epochs not in keys:
             extra.append(f"{epochs}=null")
     return extra

@@ -69,7 +69,7 @@ SAFE_ON_RESUME = frozenset({
     "train.mixed_precision", "train.feature_cache", "train.feature_cache_dir", "train.channels_last",
     "train.compile_head", "data.num_workers", "model.head.deform_impl",
     # the schedule is a function of the step, re-anchored on resume; the overrides follow from the fields above
-    "train.epochs", "train.eval_every_epochs", "train.warmup_epochs", "train.warmup_lr", "train.min_lr",
+    "train.epochs", "train.eval_every_epochs", "train.eval_offset", "train.eval_offset_epochs", "train.warmup_epochs", "train.warmup_lr", "train.min_lr",
     "train.betas", "train.eps", "train.lr_scale_batch", "train.select",
 })
 DERIVED = frozenset({"protocol_overrides"})  # follows from the other fields: never a change of its own
