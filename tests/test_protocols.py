@@ -311,3 +311,18 @@ def test_mtlora_accumulation_adds_the_micro_batch_gradients(tmp_path, synthetic_
     float_keys = [k for k, v in summed.items() if v.is_floating_point() and "running" not in k]
     assert max((summed[k] - mean_double[k]).abs().max().item() for k in float_keys) < 1e-6
     assert max((summed[k] - mean[k]).abs().max().item() for k in float_keys) > 1e-4
+
+
+def test_mtlora_weighs_edge_positives_as_mtlora_does(nyud_root):
+    """MTLoRA's edge loss uses pos_weight 0.95 on every dataset; the DeMTG recipe keeps NYUD's 0.8."""
+    from degmix_tuning.data.info import get_dataset_info
+    from degmix_tuning.training.engine import build_criterion
+
+    tasks = ["semseg", "edge"]
+    info = get_dataset_info("nyud")
+    for protocol, expected in (("degmix", 0.8), ("mtlora", 0.95)):
+        cfg = _cfg(["--data-root", str(nyud_root), "--pretrained", "--protocol", protocol])
+        assert build_criterion(cfg.train, tasks, info).overrides["edge"] == {"pos_weight": expected}
+    cfg = _cfg(["--data-root", str(nyud_root), "--pretrained", "--protocol", "mtlora", "--set",
+                "train.edge_pos_weight=null"])
+    assert build_criterion(cfg.train, tasks, info).overrides["edge"] == {"pos_weight": 0.8}

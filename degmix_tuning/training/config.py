@@ -67,6 +67,7 @@ class TrainConfig(ConfigBase):
     trackers: tuple[str, ...] = ("tensorboard", "csv")
     max_eval_batches: int | None = None
     loss_weights: dict = field(default_factory=dict)  # {task: weight} overrides
+    edge_pos_weight: float | None = None  # edge loss positive-class weight; None: the dataset's official value (NYUD 0.8, PASCAL 0.95)
     # --- fast path (training/fast_path.py, training/feature_cache.py) ---
     feature_cache: str = "off"  # "off" | "memory" | "disk": frozen-backbone features computed once per image
     feature_cache_dir: str | None = None  # disk cache folder; None -> <output_dir>/feature_cache
@@ -89,6 +90,8 @@ class TrainConfig(ConfigBase):
         for name in ("epochs", "eval_every_epochs", "lr_scale_batch"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive or null, got {getattr(self, name)}")
+        if self.edge_pos_weight is not None and not 0.0 <= self.edge_pos_weight <= 1.0:
+            raise ValueError(f"train.edge_pos_weight must be in [0, 1] or null, got {self.edge_pos_weight}")
         for name in ("warmup_epochs", "warmup_lr", "min_lr", "eps"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:

@@ -50,7 +50,7 @@ from .checkpoint import (
     use_adapter_checkpoints, weight_health,
 )
 from . import backbone_weights
-from .config import ExperimentConfig
+from .config import ExperimentConfig, TrainConfig
 from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
 from .protocols import headline_metric, protocol_differences
 from .recipe import LAUNCHER_PRECISION, launcher_mixed_precision, resolve_mixed_precision
@@ -203,6 +203,13 @@ def resolve_config(cfg: ExperimentConfig) -> ExperimentConfig:
     values it overrides (what config.json records and --print-config shows)."""
     cfg = resolve_run_length(resolve_mixed_precision(cfg))
     return dataclasses.replace(cfg, protocol_overrides=protocol_differences(resolve_mixed_precision(cfg, "no")))
+
+
+def build_criterion(tc: TrainConfig, tasks: list[str], info) -> MultiTaskLoss:
+    """The run's loss: the dataset's loss settings (edge positive weight) unless train.edge_pos_weight names one."""
+    if tc.edge_pos_weight is not None:
+        info = dataclasses.replace(info, edge_pos_weight=tc.edge_pos_weight)
+    return MultiTaskLoss(tasks, info, tc.loss_weights or None, per_image=tc.loss_normalization == "image")
 
 
 def build_model_for_crop(cfg: ExperimentConfig, say=print) -> tuple[ExperimentConfig, torch.nn.Module]:
@@ -589,7 +596,7 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
         raise ValueError(f"tuning method {cfg.tuning!r} left no trainable parameters")
     optimizer = build_optimizer(tc, model)
     scheduler = build_scheduler(tc, optimizer, optimizer_steps_per_epoch(cfg, len(train_ds)))
-    criterion = MultiTaskLoss(tasks, info, tc.loss_weights or None, per_image=tc.loss_normalization == "image")
+    criterion = build_criterion(tc, tasks, info)
     evaluator = MultiTaskEvaluator(tasks, info)
 
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)

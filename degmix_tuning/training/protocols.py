@@ -159,6 +159,7 @@ register_protocol(Protocol(
         "train.eval_offset_epochs": 1,
         "train.batch_size": 32,
         "train.accumulation": "sum",
+        "train.edge_pos_weight": 0.95,
         "train.clip_grad_norm": 5.0,
         "train.mixed_precision": "fp16",
         "train.loss_normalization": "batch",
@@ -187,6 +188,8 @@ register_protocol(Protocol(
         "train.eval_every_epochs": f"{MTLORA} main.py l.70, l.299-307",
         "train.eval_offset_epochs": f"{MTLORA} main.py l.290, l.299 (0-based `epoch % EVAL_FREQ == 0`: after "
                                     "epochs 1, 6, 11, ...; its `epoch == 50` is one of them), l.307 (final eval)",
+        "train.edge_pos_weight": f"{MTLORA} data/mtl_ds.py l.793 (`edge_w = 0.95` for PASCAL and NYUD), "
+                                 "mtl_loss_schemes.py l.245",
         "train.accumulation": f"{MTLORA} main.py l.341-349 (no division by ACCUMULATION_STEPS before "
                               "loss_scaler: gradients add up)",
         "train.batch_size": f"{MTLORA} README.md l.28 and issue #4 (32 on one V100); {DITASK} README.md l.34 "
