@@ -45,20 +45,23 @@ from ..models import create_model
 from ..params import count_parameters
 from ..tuning import apply_tuning
 from .checkpoint import (
-    ADAPTER_NAME, FrozenBackboneMismatch, TRAINING_STATE, UnsafeCheckpoint, describe_last_good, last_good_checkpoint,
-    list_checkpoints, load_checkpoint, save_adapter, save_state_atomically, training_state_json,
-    use_adapter_checkpoints, weight_health,
+    ADAPTER_NAME, TRAINING_STATE, describe_last_good, last_good_checkpoint, list_checkpoints, save_adapter,
+    save_state_atomically, training_state_json, use_adapter_checkpoints, weight_health,
 )
 from . import backbone_weights
 from .config import ExperimentConfig, TrainConfig
-from .optim import CosineSchedule, build_optimizer, build_scheduler, effective_lr
+from .optim import build_optimizer, build_scheduler, effective_lr
 from .protocols import headline_metric, protocol_differences
 from .recipe import LAUNCHER_PRECISION, launcher_mixed_precision, resolve_mixed_precision
 from .selection import BEST_ADAPTER_NAME, BestEvaluation, published_reference
 from .fast_path import apply_fast_path, prepare_images  # fast path
 from .feature_cache import build_train_feature_cache  # fast path
-from .resume import CHECKPOINT_CONFIG, ResumeRefused, record_history, resume_changes
-from .run_files import atomic_write_text, remove_tree, rewrite_lines, whole_lines
+from .resume import (
+    CHECKPOINT_CONFIG, apply_changed_recipe, load_newest_readable, record_history, resume_candidates,
+    resume_changes,
+)
+from .run_folder import drop_logged_after, first_missing, logged_metrics, prepare_run_dir, remove_created
+from .run_files import atomic_write_text
 from .run_lock import RunFolderLock, is_main_launch_process
 from .stop_signals import StopSignals
 from .step_stats import StepStats
@@ -224,149 +227,6 @@ def build_model_for_crop(cfg: ExperimentConfig, say=print) -> tuple[ExperimentCo
     return cfg, model
 
 
-def _prepare_run_dir(cfg: ExperimentConfig, resume: bool) -> Path:
-    run_dir = Path(cfg.train.output_dir)
-    if not resume and list_checkpoints(run_dir / "checkpoints"):
-        raise FileExistsError(
-            f"run folder {str(run_dir)!r} already holds checkpoints; resume it with --resume latest, or choose "
-            "another --output-dir (nothing was overwritten)"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def _resolve_resume(run_dir: Path, resume_from: str | None) -> list[Path]:
-    """Checkpoints to try, best first: the named one, or (latest) every complete one newest first."""
-    if not resume_from:
-        return []
-    if resume_from == "latest":
-        found = list_checkpoints(run_dir / "checkpoints")
-        if not found:
-            raise FileNotFoundError(f"--resume latest: no checkpoint under {str(run_dir / 'checkpoints')!r}")
-        return found[::-1]
-    path = Path(resume_from)
-    if not path.is_dir():
-        raise FileNotFoundError(f"checkpoint folder {resume_from!r} does not exist")
-    return [path]
-
-
-def _load_newest_readable(accelerator, candidates: list[Path], objects: dict, check_config) -> Path:
-    """`load_checkpoint` of the first candidate that loads; each unreadable one is named on the way (never
-    silently). `check_config(path)` checks the config given now against that checkpoint's before it is loaded."""
-    for i, path in enumerate(candidates):
-        try:
-            if i:
-                check_config(path)  # candidates[0] was checked before the model was built
-            load_checkpoint(accelerator, path, objects)
-            return path
-        except (FrozenBackboneMismatch, ResumeRefused, UnsafeCheckpoint):
-            raise  # the config, not the file, is wrong; or a file was tampered with: stop, do not fall back
-        except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint: say so, try the previous one
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            if i + 1 == len(candidates):
-                raise ValueError(f"checkpoint {str(path)!r} cannot be loaded ({reason}), and no older one is left; "
-                                 "start a new run (another --output-dir)") from exc
-            accelerator.print(f"[degmix-tuning] checkpoint {path} cannot be loaded ({reason}); "
-                              f"falling back to {candidates[i + 1]}")
-    raise AssertionError("unreachable")
-
-
-def _apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConfig, step: int) -> None:
-    """After a resume, the config given now rules: lr, momentum, weight decay and schedule length take effect from
-    the resumed step (the poly schedule is re-anchored on the new lr and max_steps), and the change is printed."""
-    tc = cfg.train
-    if isinstance(scheduler, CosineSchedule):  # a function of the step: rebuild it from the config given now
-        before = scheduler.get_last_lr()[0]
-        for g in optimizer.param_groups:
-            g.update(betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay if g["weight_decay"] else 0.0)
-        scheduler.__init__(tc, optimizer, scheduler.steps_per_epoch)
-        scheduler.load_state_dict({"updates": step})
-        now = scheduler.get_last_lr()[0]
-        if now != before:
-            accelerator.print(f"[degmix-tuning] resumed with a changed recipe: lr at step {step} {before:.3g} -> "
-                              f"{now:.3g}")
-        return
-    group = optimizer.param_groups[0]
-    lr = effective_lr(tc)
-    changes = []
-    if scheduler.base_lrs[0] != lr:
-        changes.append(f"lr {scheduler.base_lrs[0]:g} -> {lr:g}")
-    if scheduler.total_iters != tc.max_steps:
-        changes.append(f"max_steps {scheduler.total_iters} -> {tc.max_steps}")
-    if scheduler.power != tc.poly_power:
-        changes.append(f"poly_power {scheduler.power} -> {tc.poly_power}")
-    if group.get("momentum") != tc.momentum:
-        changes.append(f"momentum {group.get('momentum')} -> {tc.momentum}")
-    if group.get("weight_decay") != tc.weight_decay:
-        changes.append(f"weight_decay {group.get('weight_decay')} -> {tc.weight_decay}")
-    if not changes:
-        return
-    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
-    scheduler.total_iters, scheduler.power = tc.max_steps, tc.poly_power
-    now = lr * (1.0 - min(step, tc.max_steps) / tc.max_steps) ** tc.poly_power
-    for g in optimizer.param_groups:
-        g.update(lr=now, initial_lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-    scheduler._last_lr = [now for _ in optimizer.param_groups]
-    accelerator.print(f"[degmix-tuning] resumed with a changed recipe: {', '.join(changes)} (lr now {now:.3g})")
-
-
-def _drop_logged_after(run_dir: Path, step: int) -> None:
-    """Steps after the resumed checkpoint (every step, for a start over a run stopped before its first checkpoint:
-    step -1) run again: drop their old rows so every step is logged once. The kept rows go to a new file renamed over
-    the old one (never a truncation in place); an unchanged log is not rewritten; a last line cut short by a kill is
-    dropped."""
-    import json
-
-    def jsonl_step(line: str) -> int | None:
-        try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def csv_step(line: str) -> int | None:  # a row cut short by a kill (no value) counts as no row
-        fields = line.strip().split(",")
-        try:
-            float(fields[2])
-        except (IndexError, ValueError):
-            return None
-        return int(fields[0]) if len(fields) == 3 and fields[0].isdigit() else None
-
-    logs = ((run_dir / "metrics.jsonl", jsonl_step, False), (run_dir / "log.csv", csv_step, True))
-    for path, step_of, header in logs:
-        if not path.exists():
-            continue
-        raw = path.read_text(errors="replace")
-        lines = whole_lines(path)
-        body = lines[1:] if header and lines and lines[0].startswith("step,") else lines
-        kept = [x for x in body if step_of(x) is not None and step_of(x) <= step]
-        if kept == body and raw.endswith("\n"):
-            continue  # nothing to drop
-        if kept:
-            rewrite_lines(path, (lines[:1] if header and body is not lines else []) + kept)
-        else:
-            path.unlink()  # the next row starts a new file (with its header)
-
-
-def _logged_metrics(run_dir: Path, step: int) -> tuple[dict | None, dict | None]:
-    """(the step-0 evaluation, the last evaluation at or before `step`) from metrics.jsonl: what a resumed run
-    reports as its initial and final metrics until it evaluates again."""
-    import json
-
-    path, first, last = run_dir / "metrics.jsonl", None, None
-    if not path.exists():
-        return None, None
-    for line in whole_lines(path):
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if row.get("step") == 0:
-            first = row.get("metrics")
-        if isinstance(row.get("step"), int) and row["step"] <= step:
-            last = row.get("metrics")
-    return first, last
-
-
 def _check_finite_weights(model, step: int, run_dir: Path) -> float:
     """A checkpoint must never hold NaN/inf: diverged weights (e.g. BatchNorm running_var = inf) stop the run.
     Returns the largest |weight| (recorded in the checkpoint: what makes it a good one to resume from or not)."""
@@ -394,39 +254,15 @@ def train(
     backbone_weights.require_real_weights(cfg)  # before the run folder exists: frozen weights never random by accident
     run_dir = Path(cfg.train.output_dir)
     main = is_main_launch_process()
-    created = _first_missing(run_dir) if main else None  # what a failed start may remove: only what it created
+    created = first_missing(run_dir) if main else None  # what a failed start may remove: only what it created
     started = []
     try:
         with StopSignals() as signals, RunFolderLock(run_dir, enabled=main):
             return _train(cfg, resume_from, stop_after, show_progress, signals, started)
     except BaseException:
         if created is not None and not started:
-            _remove_created(created, run_dir)
+            remove_created(created, run_dir)
         raise
-
-
-def _first_missing(run_dir: Path) -> Path | None:
-    """The top-most folder of `run_dir` that does not exist yet (what `mkdir(parents=True)` will create)."""
-    run_dir = run_dir.absolute()
-    if run_dir.exists():
-        return None
-    top = run_dir
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    return top
-
-
-def _remove_created(top: Path, run_dir: Path) -> None:
-    """A start failed before its first step: remove the run folder it created (and the parents it created, when
-    they hold nothing else), so a typo or a bad config leaves no empty run folder behind."""
-    run_dir = run_dir.absolute()
-    if not run_dir.is_dir():
-        return
-    remove_tree(run_dir)
-    folder = run_dir.parent
-    while folder != top.parent and folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        folder = folder.parent
 
 
 @dataclass
@@ -536,14 +372,14 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
     evaluation at step 0 (a fresh run with train.eval_at_start). Raises before training on any config problem."""
     from accelerate.utils import set_seed
 
-    run_dir = _prepare_run_dir(cfg, resume=bool(resume_from))
-    resume_candidates = _resolve_resume(run_dir, resume_from)
+    run_dir = prepare_run_dir(cfg, resume=bool(resume_from))
+    candidates = resume_candidates(run_dir, resume_from)
     cfg = resolve_config(cfg)  # launcher's precision, train.epochs -> max_steps, protocol overrides
     accelerator = _make_accelerator(cfg, run_dir)
     # before the model is built: a resume may change the recipe, never the model, tuning, tasks or data; checked
     # against the config the checkpoint was written with (config.json of the run folder can be edited or deleted)
-    config_changes = (resume_changes(run_dir, cfg.to_dict(), resume_candidates[0], accelerator.print)
-                      if resume_candidates else {})
+    config_changes = (resume_changes(run_dir, cfg.to_dict(), candidates[0], accelerator.print)
+                      if candidates else {})
     tc = cfg.train
     set_seed(tc.seed)
     if cfg.protocol_overrides:
@@ -613,31 +449,31 @@ def _setup(cfg: ExperimentConfig, resume_from: str | None, show_progress: bool) 
 
     initial_metrics = final_metrics = None
     resume_path = None
-    if resume_candidates:
+    if candidates:
         def check_config(path: Path) -> None:
             config_changes.clear()
             config_changes.update(resume_changes(run_dir, cfg.to_dict(), path, accelerator.print))
 
-        resume_path = _load_newest_readable(accelerator, resume_candidates, objects, check_config)
+        resume_path = load_newest_readable(accelerator, candidates, objects, check_config)
         accelerator.print(f"[degmix-tuning] resumed from {resume_path} at step {progress.step}")
-        _apply_changed_recipe(accelerator, optimizer, scheduler, cfg, progress.step)
+        apply_changed_recipe(accelerator, optimizer, scheduler, cfg, progress.step)
         if config_changes:
             accelerator.print("[degmix-tuning] config changed on resume (recorded in history.jsonl): " + ", ".join(
                 f"{k} {old!r} -> {new!r}" for k, (old, new) in config_changes.items()))
-        initial_metrics, final_metrics = _logged_metrics(run_dir, progress.step)  # until it evaluates again
+        initial_metrics, final_metrics = logged_metrics(run_dir, progress.step)  # until it evaluates again
     # the start succeeded: from here on this run writes its record
     if accelerator.is_main_process:
         atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
         # rows after the checkpoint (or, for a start over a run stopped before its first checkpoint, every row)
         # belong to a trajectory that is replaced: every step is logged once
-        _drop_logged_after(run_dir, progress.step if resume_candidates else -1)
-        if resume_candidates:
+        drop_logged_after(run_dir, progress.step if candidates else -1)
+        if candidates:
             record_history(run_dir, "resume", progress.step, checkpoint=str(resume_path), changes=config_changes,
                            backbone_weights=weights_info)
         else:
             record_history(run_dir, "start", 0, backbone_weights=weights_info)  # recorded before any step runs
     accelerator.init_trackers(run_dir.name, config=_tracker_config(cfg))
-    if not resume_candidates and tc.eval_at_start:
+    if not candidates and tc.eval_at_start:
         initial_metrics = evaluate(model, val_loader, evaluator, accelerator, tc.max_eval_batches)
         _record_eval(accelerator, run_dir, 0, initial_metrics)
 

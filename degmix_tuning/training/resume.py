@@ -7,7 +7,9 @@ before checkpoints carried one: the config in its adapter file, else the run's `
 changed recipe fields are returned so they can be applied and recorded; any other changed field refuses the resume,
 listing every difference. The run's `config.json` is not trusted for this: it can be edited or deleted.
 `history.jsonl` gets one line per start or resume, so `config.json` (always the config that runs now) and the
-history together tell what ran when.
+history together tell what ran when. The resume itself: which checkpoints to try (`resume_candidates`), the newest
+that loads (`load_newest_readable`: a corrupt one is named and the previous tried; a refused config or a tampered
+file stops), and the changed recipe applied from the resumed step on (`apply_changed_recipe`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import time
 from pathlib import Path
 
+from .checkpoint import FrozenBackboneMismatch, UnsafeCheckpoint, list_checkpoints, load_checkpoint
 from .config import ExperimentConfig
+from .optim import CosineSchedule, effective_lr
 from .run_files import append_text
 
 CHECKPOINT_CONFIG = "config.json"  # inside checkpoints/step_<n>/: the config that checkpoint was written with
@@ -69,7 +73,8 @@ SAFE_ON_RESUME = frozenset({
     "train.mixed_precision", "train.feature_cache", "train.feature_cache_dir", "train.channels_last",
     "train.compile_head", "data.num_workers", "model.head.deform_impl",
     # the schedule is a function of the step, re-anchored on resume; the overrides follow from the fields above
-    "train.epochs", "train.eval_every_epochs", "train.eval_offset", "train.eval_offset_epochs", "train.warmup_epochs", "train.warmup_lr", "train.min_lr",
+    "train.epochs", "train.eval_every_epochs", "train.eval_offset", "train.eval_offset_epochs",
+    "train.warmup_epochs", "train.warmup_lr", "train.min_lr",
     "train.betas", "train.eps", "train.lr_scale_batch", "train.select",
 })
 DERIVED = frozenset({"protocol_overrides"})  # follows from the other fields: never a change of its own
@@ -108,3 +113,78 @@ def record_history(run_dir: Path, event: str, step: int, **details) -> None:
     """Append one line to `<run_dir>/history.jsonl`: what started, at which step, with which config changes."""
     line = {"event": event, "step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
     append_text(Path(run_dir) / "history.jsonl", json.dumps(line, default=str) + "\n")
+
+
+def resume_candidates(run_dir: Path, resume_from: str | None) -> list[Path]:
+    """Checkpoints to try, best first: the named one, or (latest) every complete one newest first."""
+    if not resume_from:
+        return []
+    if resume_from == "latest":
+        found = list_checkpoints(run_dir / "checkpoints")
+        if not found:
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {str(run_dir / 'checkpoints')!r}")
+        return found[::-1]
+    path = Path(resume_from)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint folder {resume_from!r} does not exist")
+    return [path]
+
+
+def load_newest_readable(accelerator, candidates: list[Path], objects: dict, check_config) -> Path:
+    """`load_checkpoint` of the first candidate that loads; each unreadable one is named on the way (never
+    silently). `check_config(path)` checks the config given now against that checkpoint's before it is loaded."""
+    for i, path in enumerate(candidates):
+        try:
+            if i:
+                check_config(path)  # candidates[0] was checked before the model was built
+            load_checkpoint(accelerator, path, objects)
+            return path
+        except (FrozenBackboneMismatch, ResumeRefused, UnsafeCheckpoint):
+            raise  # the config, not the file, is wrong; or a file was tampered with: stop, do not fall back
+        except Exception as exc:  # noqa: BLE001 - a corrupt or truncated checkpoint: say so, try the previous one
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            if i + 1 == len(candidates):
+                raise ValueError(f"checkpoint {str(path)!r} cannot be loaded ({reason}), and no older one is left; "
+                                 "start a new run (another --output-dir)") from exc
+            accelerator.print(f"[degmix-tuning] checkpoint {path} cannot be loaded ({reason}); "
+                              f"falling back to {candidates[i + 1]}")
+    raise AssertionError("unreachable")
+
+
+def apply_changed_recipe(accelerator, optimizer, scheduler, cfg: ExperimentConfig, step: int) -> None:
+    """After a resume, the config given now rules: lr, momentum, weight decay and schedule length take effect from
+    the resumed step (the poly schedule is re-anchored on the new lr and max_steps), and the change is printed."""
+    tc = cfg.train
+    if isinstance(scheduler, CosineSchedule):  # a function of the step: rebuild it from the config given now
+        before = scheduler.get_last_lr()[0]
+        for g in optimizer.param_groups:
+            g.update(betas=tuple(tc.betas), eps=tc.eps, weight_decay=tc.weight_decay if g["weight_decay"] else 0.0)
+        scheduler.__init__(tc, optimizer, scheduler.steps_per_epoch)
+        scheduler.load_state_dict({"updates": step})
+        now = scheduler.get_last_lr()[0]
+        if now != before:
+            accelerator.print(f"[degmix-tuning] resumed with a changed recipe: lr at step {step} {before:.3g} -> "
+                              f"{now:.3g}")
+        return
+    group = optimizer.param_groups[0]
+    lr = effective_lr(tc)
+    changes = []
+    if scheduler.base_lrs[0] != lr:
+        changes.append(f"lr {scheduler.base_lrs[0]:g} -> {lr:g}")
+    if scheduler.total_iters != tc.max_steps:
+        changes.append(f"max_steps {scheduler.total_iters} -> {tc.max_steps}")
+    if scheduler.power != tc.poly_power:
+        changes.append(f"poly_power {scheduler.power} -> {tc.poly_power}")
+    if group.get("momentum") != tc.momentum:
+        changes.append(f"momentum {group.get('momentum')} -> {tc.momentum}")
+    if group.get("weight_decay") != tc.weight_decay:
+        changes.append(f"weight_decay {group.get('weight_decay')} -> {tc.weight_decay}")
+    if not changes:
+        return
+    scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+    scheduler.total_iters, scheduler.power = tc.max_steps, tc.poly_power
+    now = lr * (1.0 - min(step, tc.max_steps) / tc.max_steps) ** tc.poly_power
+    for g in optimizer.param_groups:
+        g.update(lr=now, initial_lr=lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    scheduler._last_lr = [now for _ in optimizer.param_groups]
+    accelerator.print(f"[degmix-tuning] resumed with a changed recipe: {', '.join(changes)} (lr now {now:.3g})")
