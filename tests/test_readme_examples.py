@@ -91,7 +91,12 @@ def test_quick_check_prints_exactly_the_readme_numbers(workspace, synthetic_cach
     out = capsys.readouterr().out
     printed = next(line for line in out.splitlines() if "untrained -> trained:" in line)
     quoted = printed.split("untrained -> trained: ", 1)[1]
-    assert f"`{quoted}`" in README, f"the README does not quote what the quick check printed: {quoted}"
+    readme_line = re.search(r"prints `(semseg miou [^`]*)`", README).group(1)
+    numbers = lambda text: [float(x) for x in re.findall(r"\d+\.\d{4}", text)]  # noqa: E731
+    # digit for digit on the machine that measured it (AVX-512 and AVX2 kernels); CPUs without SIMD kernels move the
+    # last digit (depth 0.9401, said in the README), far below what a changed recipe moves (lr 0.011 instead of 0.01: depth 1.0285)
+    assert len(numbers(quoted)) == len(numbers(readme_line)) == 4, (quoted, readme_line)
+    assert np.allclose(numbers(quoted), numbers(readme_line), rtol=0, atol=2e-3), (quoted, readme_line)
     # and it is the README's full demo setup, shortened: same recipe defaults (lr, batch, interaction)
     config = json.loads((workspace / "runs" / "quick_nyud" / "config.json").read_text())
     assert (config["train"]["lr"], config["train"]["batch_size"], config["model"]["backbone"]) == (
