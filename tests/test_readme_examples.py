@@ -94,7 +94,8 @@ def test_quick_check_prints_exactly_the_readme_numbers(workspace, synthetic_cach
     readme_line = re.search(r"prints `(semseg miou [^`]*)`", README).group(1)
     numbers = lambda text: [float(x) for x in re.findall(r"\d+\.\d{4}", text)]  # noqa: E731
     # digit for digit on the machine that measured it (AVX-512 and AVX2 kernels); CPUs without SIMD kernels move the
-    # last digit (depth 0.9401, said in the README), far below what a changed recipe moves (lr 0.011 instead of 0.01: depth 1.0285)
+    # last digit (depth 0.9401, said in the README), far below what a changed recipe moves (lr 0.011 instead of
+    # 0.01: depth 1.0285)
     assert len(numbers(quoted)) == len(numbers(readme_line)) == 4, (quoted, readme_line)
     assert np.allclose(numbers(quoted), numbers(readme_line), rtol=0, atol=2e-3), (quoted, readme_line)
     # and it is the README's full demo setup, shortened: same recipe defaults (lr, batch, interaction)
