@@ -248,4 +248,13 @@ def test_per_image_loss_does_not_depend_on_the_process_split(tmp_path, synthetic
           f"1x4 per-image vs pooled {normalisation:.3g}")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=f"1x4 and 2x2 differ at {k}")
+    # the logged train loss of the 2-process run is the global batch's (README, "Several GPUs"), not rank 0's half
+    def logged(run: Path) -> dict[str, float]:
+        rows = [r.split(",") for r in (run / "log.csv").read_text().splitlines()[1:]]
+        return {k: float(v) for step, k, v in rows if step == "3" and k.startswith("train/loss")}
+
+    one_log, two_log = logged(tmp_path / "one_image"), logged(tmp_path / "two_image")
+    assert set(one_log) == set(two_log) == {"train/loss", *(f"train/loss_{t}" for t in PASCAL)}
+    for key, value in one_log.items():
+        assert two_log[key] == pytest.approx(value, rel=1e-5), key
     assert pooled_split > 1e-4 and normalisation > 1e-4  # far above the tolerance: the test can fail

@@ -82,7 +82,7 @@ def _in(folder: Path, fn):
         os.chdir(old)
 
 
-def test_quick_check_prints_exactly_the_readme_numbers(workspace, synthetic_cache, capsys):
+def test_quick_check_prints_the_readme_numbers(workspace, synthetic_cache, capsys):
     """Item 1: the README's short deterministic run (the demo at 20 steps on 24 small scenes) prints the line the
     README quotes, digit for digit."""
     cmd = command("accelerate launch recipes/tune_nyud.py", "--max-steps 20")
