@@ -56,6 +56,16 @@ _MMSEG_VIT_RENAMES = (
     (r"^layers\.(\d+)\.ffn\.layers\.0\.0\.", r"blocks.\1.mlp.fc1."),
     (r"^layers\.(\d+)\.ffn\.layers\.1\.", r"blocks.\1.mlp.fc2."),
 )
+# the inverse, for exporting to (and describing in) the official layout
+_TIMM_TO_MMSEG_VIT = (
+    (r"^patch_embed\.proj\.", "patch_embed.projection."),
+    (r"^blocks\.(\d+)\.norm1\.", r"layers.\1.ln1."),
+    (r"^blocks\.(\d+)\.norm2\.", r"layers.\1.ln2."),
+    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"layers.\1.attn.attn.in_proj_\2"),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj."),
+    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0."),
+    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1."),
+)
 
 
 def mmseg_vit_to_timm(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
@@ -75,14 +85,7 @@ def slot_to_mmseg_vit(slot_sd: dict[str, Tensor]) -> dict[str, Tensor]:
     out = {}
     for key, value in slot_sd.items():
         key = key[len("model."):] if key.startswith("model.") else key
-        new = key.replace("patch_embed.proj.", "patch_embed.projection.")
-        new = re.sub(r"^blocks\.(\d+)\.norm1\.", r"layers.\1.ln1.", new)
-        new = re.sub(r"^blocks\.(\d+)\.norm2\.", r"layers.\1.ln2.", new)
-        new = re.sub(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"layers.\1.attn.attn.in_proj_\2", new)
-        new = re.sub(r"^blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attn.attn.out_proj.", new)
-        new = re.sub(r"^blocks\.(\d+)\.mlp\.fc1\.", r"layers.\1.ffn.layers.0.0.", new)
-        new = re.sub(r"^blocks\.(\d+)\.mlp\.fc2\.", r"layers.\1.ffn.layers.1.", new)
-        out[new] = value
+        out[rename_key(key, _TIMM_TO_MMSEG_VIT)] = value
     return out
 
 
