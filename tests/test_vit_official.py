@@ -384,3 +384,17 @@ def test_models_flops_table_says_there_is_no_vit_figure(capsys, monkeypatch):
     vit_row = next(line for line in out.splitlines() if "degmix_vit_b_nyud" in line)
     assert "251.23" in vit_row and "none (README repeats Swin-L)" in vit_row
     assert "no ViT FLOPs are published" in out
+
+
+def test_the_official_key_tables_invert_each_other():
+    """slot -> official layout -> slot gives back every key and tensor (import-official's refusals and the export
+    both describe a ViT slot in the official keys)."""
+    from degmix_tuning.backbones import create_backbone
+    from degmix_tuning.backbones.vit import mmseg_vit_to_timm, slot_to_mmseg_vit
+
+    slot = create_backbone("vit_b", depth=2).model.state_dict()
+    official = slot_to_mmseg_vit(slot)
+    assert "layers.1.attn.attn.in_proj_weight" in official and "patch_embed.projection.weight" in official
+    back, dropped = mmseg_vit_to_timm(official)
+    assert dropped == [] and back.keys() == slot.keys()
+    assert all(back[k] is slot[k] for k in slot)
