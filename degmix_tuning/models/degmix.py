@@ -63,6 +63,9 @@ class DeGMixConfig(ConfigBase):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DeGMixConfig.{name} must be positive, got {getattr(self, name)}")
 
+    def bottleneck_width(self, fused_channels: int) -> int:
+        """The task heads' bottleneck channels: `bottleneck_channels`, else sum(backbone channels) // head_reduction."""
+        return self.bottleneck_channels or fused_channels // self.head_reduction
 
 class DeGMixHead(nn.Module):
     """Multi-task head on a list of backbone maps.
@@ -88,7 +91,7 @@ class DeGMixHead(nn.Module):
         )
         self.task_interaction = TaskInteractionBlock(d, cfg.num_heads, cfg.interaction)
         self.task_query = TaskQueryBlock(self.tasks, d, cfg.num_heads, cfg.query_attention, cfg.gate_hidden)
-        mid = cfg.bottleneck_channels or self.fusion.fused_channels // cfg.head_reduction
+        mid = cfg.bottleneck_width(self.fusion.fused_channels)
         self.heads = nn.ModuleDict({t: TaskHead(d, mid, n) for t, n in task_channels.items()})
 
     def parameter_groups(self) -> dict[str, list[nn.Module]]:

@@ -22,6 +22,11 @@ from ..models.presets import PRESETS
 from .head_keys import is_vit_head, official_tasks
 
 
+def vit_head_text(featconv_in: int | None, bottleneck: int | None) -> str:
+    """How the refusals name a DeGMix ViT head, from a checkpoint's shapes or from a config alike."""
+    return f"ViT head (FeatConv on {featconv_in}-channel maps, bottleneck {bottleneck})"
+
+
 @dataclass
 class HeadFacts:
     tasks: list[str]
@@ -35,7 +40,7 @@ class HeadFacts:
     def describe(self) -> str:
         parts = [f"tasks {','.join(self.tasks)}"]
         if self.vit:
-            parts.append(f"ViT head (FeatConv on {self.featconv_in}-channel maps, bottleneck {self.bottleneck})")
+            parts.append(vit_head_text(self.featconv_in, self.bottleneck))
         if self.semseg_classes is not None:
             parts.append(f"{self.semseg_classes} semseg classes")
         if self.dim is not None:
@@ -157,8 +162,7 @@ def _head_fits(facts: HeadFacts, cfg: ModelConfig, fused_channels: int, channels
     if facts.vit != vit_cfg:
         return False
     if facts.vit:  # linear1 is unused there: the bottleneck and the FeatConv input width say what the head is
-        bottleneck = cfg.head.bottleneck_channels or fused_channels // cfg.head.head_reduction
-        if facts.bottleneck is not None and facts.bottleneck != bottleneck:
+        if facts.bottleneck is not None and facts.bottleneck != cfg.head.bottleneck_width(fused_channels):
             return False
         if facts.featconv_in is not None and channels and facts.featconv_in != channels[0]:
             return False
@@ -217,8 +221,7 @@ def check_fit(
     semseg = cfg.task_channels().get("semseg")
     wanted = ", ".join(
         [f"tasks {','.join(cfg.tasks)}"] + ([f"{semseg} semseg classes"] if semseg else [])
-        + ([f"ViT head (FeatConv on {backbone.channels[0]}-channel maps, bottleneck "
-             f"{cfg.head.bottleneck_channels or sum(backbone.channels) // cfg.head.head_reduction})"]
+        + ([vit_head_text(backbone.channels[0], cfg.head.bottleneck_width(sum(backbone.channels)))]
            if cfg.head.fusion == "conv_pyramid" else [])
         + [f"head d={cfg.head.dim}", f"{sum(backbone.channels)} backbone channels"]
     ) + f" on {_describe_slot(backbone, cfg.backbone)}"
