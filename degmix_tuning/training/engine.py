@@ -293,6 +293,7 @@ class _Run:
     checkpoint_objects: dict = field(default_factory=dict)  # saved in training_state.json: schedule, step, best
     last_loss: float | None = None  # the last logged loss: recorded in each checkpoint's health
     resumed_step: int | None = None
+    adapter_step: int | None = None  # the step whose adapter.safetensors this run wrote last (written once)
     weights_info: dict = field(default_factory=dict)  # which weights the backbone started from (backbone_weights.py)
     best: BestEvaluation | None = None  # train.select=best: the best evaluation so far (selection.py)
     step_start: float = field(default_factory=time.perf_counter)  # images/s since the last log line
@@ -349,9 +350,7 @@ def _train(cfg: ExperimentConfig, resume_from: str | None, stop_after: int | Non
             _check_deferred(run)
             if run.last_ckpt_step != progress.step:  # the state of this step, unless just written
                 largest = _check_finite_weights(accelerator.unwrap_model(run.model), progress.step, run.run_dir)
-                if accelerator.is_main_process:
-                    save_adapter(accelerator.unwrap_model(run.model), run.run_dir / ADAPTER_NAME, cfg.to_dict(),
-                                 {"step": progress.step})
+                _write_adapter(run, progress.step)
                 _checkpoint(run, progress.step, largest)
     finally:
         signals.in_loop = False
@@ -579,13 +578,19 @@ def on_step_end(run: _Run, loss: torch.Tensor, parts: dict) -> None:
         if run.best is not None and run.best.offer(step, run.final_metrics) and accelerator.is_main_process:
             save_adapter(accelerator.unwrap_model(model), run.run_dir / BEST_ADAPTER_NAME, run.cfg.to_dict(),
                          {"step": step})
-    if is_last and accelerator.is_main_process:  # the small result first: a failing checkpoint
-        save_adapter(accelerator.unwrap_model(model), run.run_dir / ADAPTER_NAME, run.cfg.to_dict(),
-                     {"step": step})  # (e.g. a full disk) must not take the adapter with it
+    if is_last:  # the small result first: a failing checkpoint (e.g. a full disk) must not take the adapter with it
+        _write_adapter(run, step)
     if due_ckpt:
         bar.note(f"step {step}: writing checkpoint")
         _checkpoint(run, step, largest)
 
+
+def _write_adapter(run: _Run, step: int) -> None:
+    """adapter.safetensors with the weights of `step` (main process), written once per step."""
+    if run.accelerator.is_main_process and run.adapter_step != step:
+        save_adapter(run.accelerator.unwrap_model(run.model), run.run_dir / ADAPTER_NAME, run.cfg.to_dict(),
+                     {"step": step})
+    run.adapter_step = step
 
 def _write_summary(run: _Run) -> tuple[Path, dict]:
     """Main process, after training: the adapter of the last step (if the loop did not write it) and summary.json."""
@@ -599,8 +604,7 @@ def _write_summary(run: _Run) -> tuple[Path, dict]:
         import json
 
         return adapter_path, json.loads(summary_path.read_text())
-    if step != cfg.train.max_steps or not adapter_path.exists():  # stopped early: the adapter of this step
-        adapter_path = save_adapter(unwrapped, adapter_path, cfg.to_dict(), {"step": step})
+    _write_adapter(run, step)  # stopped early (stop_after): the adapter of this step, unless already written
     summary = {
         "step": step,
         "protocol": cfg.protocol,
