@@ -37,7 +37,7 @@ from torch import nn
 from ..backbones.base import state_digest
 from ..runtime import current_umask
 from ..tuning.state import key_mismatch, load_trainable_state, trainable_state
-from .run_files import atomic_write_text, write_errors
+from .run_files import atomic_write_text, fsync_file, write_errors
 
 ADAPTER_FORMAT = "degmix-tuning-adapter/1"
 ADAPTER_NAME = "adapter.safetensors"
@@ -71,17 +71,8 @@ def save_shared_safetensors(tensors: dict[str, torch.Tensor], path: Path, metada
     with write_errors(path, cleanup=tmp):  # a full disk leaves no .tmp behind, and one line (errors.py)
         save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, 0o666 & ~current_umask())
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
-
-
-def _fsync_file(path: Path) -> None:
-    """Flush a file written by a library (safetensors, torch.save) to the disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def adapter_file_bytes(model: nn.Module, config: dict) -> int:
@@ -281,7 +272,7 @@ def save_state_atomically(accelerator, directory: str | Path, files: dict[str, s
                 atomic_write_text(tmp / name, text)
         for f in tmp.iterdir():  # each process's files on the disk before the folder is renamed into place
             if f.is_file():
-                _fsync_file(f)
+                fsync_file(f)
     accelerator.wait_for_everyone()
     if main:
         old = directory.with_name(directory.name + ".old")

@@ -39,6 +39,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: str | Path) -> None:
+    """Flush a file a library wrote (safetensors, torch.save) to the disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Replace `path` with `text` atomically (temp file + fsync + rename)."""
     return atomic_write_bytes(path, text.encode())
@@ -157,5 +165,5 @@ def write_errors(path: str | Path, cleanup: str | Path | None = None):
         raise failure from exc
 
 
-__all__ = ["TMP_SUFFIX", "append_text", "atomic_write_bytes", "atomic_write_text", "remove_tree", "rewrite_lines",
-           "whole_lines", "write_errors", "write_failure"]
+__all__ = ["TMP_SUFFIX", "append_text", "atomic_write_bytes", "atomic_write_text", "fsync_file", "remove_tree",
+           "rewrite_lines", "whole_lines", "write_errors", "write_failure"]
