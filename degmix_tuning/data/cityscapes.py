@@ -122,19 +122,12 @@ class CityscapesReader(ReaderBase):
 
     def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = CITYSCAPES_TASKS,
                  size: tuple[int, int] | None = None, max_depth: float = MAX_DEPTH):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"Cityscapes root {str(self.root)!r} does not exist. {CITYSCAPES_GET_IT}")
-        unknown = [t for t in tasks if t not in CITYSCAPES_TASKS]
-        if unknown:
-            raise KeyError(f"Cityscapes has no labels for task(s) {unknown}; it has {', '.join(CITYSCAPES_TASKS)}")
+        self._open(root, split, tasks, "Cityscapes", CITYSCAPES_GET_IT)
         if size is not None and (len(size) != 2 or any(int(v) != v or v < 1 for v in size)):
             raise ValueError(f"Cityscapes read size {tuple(size)}: expected (H, W) positive integers")
         if not 0.0 < max_depth < IGNORE_INDEX:
             raise ValueError(f"max_depth={max_depth}: must lie in (0, {IGNORE_INDEX}) metres ({IGNORE_INDEX} marks "
                              f"invalid depth)")
-        self.tasks = tuple(tasks)
-        self.split = split
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.max_depth = float(max_depth)
         needed = ("image", *self.tasks) + (("camera",) if "depth" in self.tasks else ())

@@ -71,14 +71,7 @@ class NYUDReader(ReaderBase):
     FOLDERS = NYUD_FOLDERS
 
     def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = NYUD_TASKS, format: str = "auto"):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"NYUD-v2 root {str(self.root)!r} does not exist. {NYUD_GET_IT}")
-        unknown = [t for t in tasks if t not in NYUD_TASKS]
-        if unknown:
-            raise KeyError(f"NYUD-v2 has no labels for task(s) {unknown}; it has {', '.join(NYUD_TASKS)}")
-        self.tasks = tuple(tasks)
-        self.split = split
+        self._open(root, split, tasks, "NYUD-v2", NYUD_GET_IT)
         fmt = format.upper() if format.lower() != "auto" else "auto"
         if fmt not in ("auto", *NYUD_FLAVOURS):
             raise ValueError(f"unknown NYUD-v2 format {format!r}; use auto, A, B or C")

@@ -83,14 +83,7 @@ class PascalReader(ReaderBase):
 
     def __init__(self, root: str | Path, split: str, tasks: Sequence[str] = PASCAL_TASKS,
                  normals_context_ids: Iterable[int] | None = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"PASCAL-Context root {str(self.root)!r} does not exist. {PASCAL_GET_IT}")
-        unknown = [t for t in tasks if t not in PASCAL_TASKS]
-        if unknown:
-            raise KeyError(f"PASCAL-Context has no labels for task(s) {unknown}; it has {', '.join(PASCAL_TASKS)}")
-        self.tasks = tuple(tasks)
-        self.split = split
+        self._open(root, split, tasks, "PASCAL-Context", PASCAL_GET_IT)
         self.normals_context_ids = np.array(sorted(PASCAL_NORMALS_CONTEXT_IDS if normals_context_ids is None
                                                    else {int(i) for i in normals_context_ids}), dtype=np.int64)
         needed = {"image", *self.tasks} | ({"edge"} if "normals" in self.tasks else set())  # normals need LabelMap

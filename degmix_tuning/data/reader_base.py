@@ -16,6 +16,19 @@ class ReaderBase:
     """Defaults for readers (NYUDReader, PascalReader, CityscapesReader); `ids` and `read_label` come from them."""
 
     ids: list[str]
+    TASKS: tuple[str, ...]
+
+    def _open(self, root: str | Path, split: str, tasks: Sequence[str], title: str, get_it: str) -> None:
+        """Set root, split and tasks, or say in one line that the root is missing (and where to get the dataset)
+        or that a task has no labels in this dataset."""
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{title} root {str(self.root)!r} does not exist. {get_it}")
+        unknown = [t for t in tasks if t not in self.TASKS]
+        if unknown:
+            raise KeyError(f"{title} has no labels for task(s) {unknown}; it has {', '.join(self.TASKS)}")
+        self.tasks = tuple(tasks)
+        self.split = split
 
     def __len__(self) -> int:
         return len(self.ids)
