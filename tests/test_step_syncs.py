@@ -117,24 +117,15 @@ def test_steps_between_log_steps_do_not_sync(tmp_path, synthetic_cache, monkeypa
 def test_a_nan_loss_between_log_steps_names_its_step_and_task(tmp_path, synthetic_cache, monkeypatch, deferred):
     """On CPU the loss is checked at once (before NaN reaches the weights); on a GPU at the next step that syncs (here
     the checkpoint of step 4): the message is the same, and no checkpoint holds the diverged weights."""
+    from head_poisoning import nan_depth_from_call
+
     from degmix_tuning import losses
-    from degmix_tuning.models.heads import TaskHead
 
     if deferred:  # the GPU's path; the deformable op stays grid_sample: torchvision's CPU op crashes on NaN offsets
         monkeypatch.setattr(losses, "EAGER_CHECK_DEVICES", ())
 
-    real_forward = TaskHead.forward
-    calls = {"n": 0}
-
-    def poisoned(self, x, size):
-        out = real_forward(self, x, size)
-        if out.shape[1] == 1:  # the depth head
-            calls["n"] += 1
-            if calls["n"] >= 3:  # depth goes NaN at step 3: not a log step; checked at the checkpoint of step 4
-                out = out * float("nan")
-        return out
-
-    monkeypatch.setattr(TaskHead, "forward", poisoned)
+    # depth goes NaN at step 3: not a log step; checked at the checkpoint of step 4
+    calls = nan_depth_from_call(monkeypatch, 3)
     cfg = _cfg(tmp_path / "nan", "train.checkpoint_every=2", "train.log_every=10", "train.max_steps=6")
     with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 in task 'depth'; last good checkpoint: "
                                                r".*step_2"):

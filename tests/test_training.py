@@ -95,20 +95,9 @@ def test_existing_run_is_not_overwritten(trained_run):
 
 
 def test_nan_loss_stops_with_step_task_and_checkpoint(tmp_path, synthetic_cache, monkeypatch):
-    from degmix_tuning.models.heads import TaskHead
+    from head_poisoning import nan_depth_from_call
 
-    real_forward = TaskHead.forward
-    calls = {"n": 0}
-
-    def poisoned(self, x, size):
-        out = real_forward(self, x, size)
-        if out.shape[1] == 1:  # the depth head
-            calls["n"] += 1
-            if calls["n"] > 4:  # depth goes NaN from step 5 on
-                out = out * float("nan")
-        return out
-
-    monkeypatch.setattr(TaskHead, "forward", poisoned)
+    nan_depth_from_call(monkeypatch, 5)  # depth goes NaN from step 5 on
     cfg = tiny_config(tmp_path / "nan", max_steps=8, checkpoint_every=2, eval_at_start="false")
     with pytest.raises(TrainingDiverged, match=r"step 5 in task 'depth'.*step_4"):
         train(cfg, show_progress=False)
